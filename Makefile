@@ -1,0 +1,53 @@
+# Two entry points for a fresh Debian/Ubuntu machine with Python 3.11+ (see README):
+#   make demo   installs into .venv and runs the main job
+#   make test   installs into .venv (and Xvfb via apt-get when root) and runs every test
+# Both are safe to run again: installs are skipped while pyproject.toml is unchanged.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+
+# What headless napari needs besides the PyQt5 wheel: a virtual X server, the xcb
+# libraries Qt's platform plugin loads, and Mesa for OpenGL (ARCHITECTURE.md).
+GUI_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+	libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-xkb1 \
+	libxkbcommon-x11-0 libegl1 libgl1 libgl1-mesa-dri libfontconfig1 libdbus-1-3 libglib2.0-0
+
+.PHONY: demo test lint format system-packages
+
+demo: $(STAMP)
+	$(BIN)/kdseg phantom $(DEMO_DIR)/phantom --cases-per-site 6 --size 128 --seed 0
+	$(BIN)/kdseg info $(DEMO_DIR)/phantom
+
+test: $(STAMP) system-packages
+	xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv; \
+		else echo "python3-venv is missing: sudo apt-get install python3-venv"; exit 1; fi; fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+system-packages:
+	@missing=$$(for p in $(GUI_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing: $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else echo "missing system packages (run as root or sudo apt-get install): $$missing"; exit 1; fi; \
+	fi

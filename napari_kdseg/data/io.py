@@ -1,0 +1,71 @@
+"""One entry point to read any supported scan or mask, and to write label maps back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from napari_kdseg.data.dicom import read_dicom_series
+from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.data.metaimage import is_metaimage, read_metaimage, read_metaimage_header
+from napari_kdseg.data.nifti import is_nifti, read_nifti, read_nifti_header, write_nifti
+from napari_kdseg.data.volume import Volume
+
+SUPPORTED = "NIfTI (.nii, .nii.gz), MetaImage (.mhd, .mha) or a DICOM series folder"
+
+
+@dataclass(frozen=True)
+class Header:
+    """Geometry read without decoding voxels: shape and spacing in array order (k, j, i)."""
+
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    affine: npt.NDArray[np.float64]
+
+
+def read_volume(
+    path: str | Path, *, labels: bool = False, series: str | int | None = None
+) -> Volume:
+    """Read a scan (float32) or, with ``labels=True``, a label map (integers) from ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path, series=series)
+    if is_nifti(path):
+        return read_nifti(path, labels=labels)
+    if is_metaimage(path):
+        return read_metaimage(path, labels=labels)
+    if not path.exists():
+        raise VolumeError(path, "file does not exist")
+    raise VolumeError(path, f"unsupported file type; expected {SUPPORTED}")
+
+
+def read_header(path: str | Path) -> Header:
+    """Shape, spacing and affine of a NIfTI or MetaImage file without reading its voxels."""
+    path = Path(path)
+    if is_nifti(path):
+        shape, affine = read_nifti_header(path)
+    elif is_metaimage(path):
+        shape, affine = read_metaimage_header(path)
+    else:
+        raise VolumeError(path, f"unsupported file type; expected {SUPPORTED}")
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = tuple(float(s) for s in sizes[::-1])
+    return Header(
+        shape=tuple(reversed(shape[:3])) + tuple(shape[3:]), spacing=spacing, affine=affine
+    )
+
+
+def write_labels(labels: npt.NDArray[np.integer], reference: Volume, path: str | Path) -> Path:
+    """Write a label map (array order ``(k, j, i)``) as NIfTI in ``reference``'s geometry."""
+    labels = np.asarray(labels)
+    if labels.shape != reference.shape:
+        raise VolumeError(
+            path, f"label map shape {labels.shape} does not match the scan's {reference.shape}"
+        )
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+        raise VolumeError(path, "label values must lie in 0..255 to be stored as uint8")
+    mask = reference.with_array(labels.astype(np.uint8))
+    return write_nifti(mask, path, dtype=np.uint8)
