@@ -1,0 +1,102 @@
+"""2D augmentations of a training slice and its mask (NumPy/SciPy, seeded, backend-free).
+
+Spatial ones (flip, rotation, scaling) are composed into one affine map and applied with a
+single interpolation, so a sample is resampled once however many are on. Probabilities and
+ranges follow nnU-Net's defaults for 2D data where the paper is silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which augmentations run, how often and how strongly."""
+
+    flip_left_right: float = 0.5
+    flip_up_down: float = 0.0
+    rotation_probability: float = 0.2
+    max_rotation_degrees: float = 15.0
+    scale_probability: float = 0.2
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    gamma_probability: float = 0.3
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    noise_probability: float = 0.15
+    max_noise_std: float = 0.1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def augment_slice(
+    image: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.integer],
+    config: AugmentConfig,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """Augment ``image (rows, cols, channels)`` and ``mask (rows, cols)`` together."""
+    image, mask = _spatial(image, mask, config, rng)
+    image = _intensity(image, config, rng)
+    return image, mask
+
+
+def _spatial(
+    image: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.integer],
+    config: AugmentConfig,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    # Draw every random number every time, so one sample's choices never shift the next's.
+    flip_rows = rng.random() < config.flip_up_down
+    flip_cols = rng.random() < config.flip_left_right
+    rotate = rng.random() < config.rotation_probability
+    angle = np.deg2rad(rng.uniform(-config.max_rotation_degrees, config.max_rotation_degrees))
+    rescale = rng.random() < config.scale_probability
+    zoom = rng.uniform(*config.scale_range)
+
+    if not (rotate or rescale):
+        # Flips alone are exact: no interpolation.
+        if flip_rows:
+            image, mask = image[::-1], mask[::-1]
+        if flip_cols:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=np.uint8)
+
+    # Output pixel p samples input pixel centre + M (p - centre); M = flips . rotation / zoom.
+    theta = angle if rotate else 0.0
+    cos, sin = np.cos(theta), np.sin(theta)
+    matrix = np.array([[cos, -sin], [sin, cos]]) / (zoom if rescale else 1.0)
+    matrix = matrix @ np.diag([-1.0 if flip_rows else 1.0, -1.0 if flip_cols else 1.0])
+    centre = (np.array(image.shape[:2], dtype=np.float64) - 1) / 2
+    offset = centre - matrix @ centre
+    channels = [
+        ndimage.affine_transform(image[..., c], matrix, offset=offset, order=1, mode="nearest")
+        for c in range(image.shape[-1])
+    ]
+    warped_mask = ndimage.affine_transform(
+        mask.astype(np.uint8), matrix, offset=offset, order=0, mode="constant", cval=0
+    )
+    return np.stack(channels, axis=-1).astype(np.float32), warped_mask
+
+
+def _intensity(
+    image: npt.NDArray[np.float32], config: AugmentConfig, rng: np.random.Generator
+) -> npt.NDArray[np.float32]:
+    apply_gamma = rng.random() < config.gamma_probability
+    gamma = rng.uniform(*config.gamma_range)
+    add_noise = rng.random() < config.noise_probability
+    noise_std = rng.uniform(0.0, config.max_noise_std)
+    if apply_gamma:
+        # Gamma needs [0, 1]; map there and back so the z-scored range is kept (as nnU-Net).
+        low, high = float(image.min()), float(image.max())
+        span = max(high - low, 1e-6)
+        image = ((((image - low) / span) ** gamma) * span + low).astype(np.float32)
+    if add_noise:
+        image = image + rng.normal(0.0, noise_std, size=image.shape).astype(np.float32)
+    return image

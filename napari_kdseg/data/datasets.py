@@ -1,0 +1,223 @@
+"""Find sites and cases under a dataset root, in the layouts multi-site prostate data ships in.
+
+Layouts recognised in a site folder:
+
+- ``saml``: ``Case00.nii.gz`` with ``Case00_segmentation.nii.gz`` (or ``_Segmentation``), the
+  SAML / MS-Net multi-site release;
+- ``promise12``: ``Case00.mhd`` with ``Case00_segmentation.mhd`` (the ``.raw`` files beside them);
+- ``msd``: ``imagesTr/`` and ``labelsTr/`` as in the Medical Segmentation Decathlon and
+  nnU-Net v2 (``case_0000.nii.gz`` channel files; channel 0000 is used).
+
+A root whose sub-folders are sites is a multi-site dataset; a site folder dropped alone is a
+dataset of one site. Discovery only looks at names; :mod:`napari_kdseg.data.survey` opens files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_kdseg.data.errors import DatasetError
+
+_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha")
+_LABEL_MARK = re.compile(r"^(?P<case>.+)_segmentation$", re.IGNORECASE)
+_NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scan and (when present) its whole-gland mask."""
+
+    site: str
+    id: str
+    image: Path
+    label: Path | None
+
+
+@dataclass(frozen=True)
+class Site:
+    """One acquisition site (scanner, institution): a folder of cases."""
+
+    name: str
+    path: Path
+    layout: str
+    cases: tuple[Case, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with a file or folder; ``error`` ones make a case unusable."""
+
+    path: str
+    problem: str
+    severity: str = "error"
+    site: str | None = None
+    case: str | None = None
+
+    def __str__(self) -> str:
+        where = "/".join(part for part in (self.site, self.case) if part)
+        prefix = f"[{self.severity}] {where}: " if where else f"[{self.severity}] "
+        return f"{prefix}{self.path}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Sites found under ``root`` and the naming problems met on the way."""
+
+    root: Path
+    sites: tuple[Site, ...]
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def site_names(self) -> list[str]:
+        return [site.name for site in self.sites]
+
+    def site(self, name: str) -> Site:
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise DatasetError(self.root, f"no site named {name!r}; sites are {self.site_names}")
+
+    def cases(self, sites: Iterable[str] | None = None, *, labelled: bool = True) -> list[Case]:
+        """Cases of the chosen sites (all by default); ``labelled`` drops those without a mask."""
+        chosen = self.sites if sites is None else [self.site(name) for name in sites]
+        return [c for s in chosen for c in s.cases if c.label is not None or not labelled]
+
+
+def discover(root: str | Path) -> Dataset:
+    """Find the sites and cases under ``root`` (a dataset root or a single site folder)."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(root, "folder does not exist")
+    if not root.is_dir():
+        raise DatasetError(root, "expected a folder of sites or of cases, found a file")
+    problems: list[Problem] = []
+    own = _scan_site(root, root.name, problems)
+    if own is not None:
+        return Dataset(root=root, sites=(own,), problems=tuple(problems))
+    sites = []
+    for folder in _subfolders(root):
+        site = _scan_site(folder, folder.name, problems)
+        if site is None:
+            problems.append(
+                Problem(
+                    str(folder),
+                    "no cases found (expected CaseXX.nii.gz + "
+                    "CaseXX_segmentation.nii.gz, .mhd pairs or imagesTr/labelsTr)",
+                    severity="warning",
+                    site=folder.name,
+                )
+            )
+        else:
+            sites.append(site)
+    if not sites:
+        raise DatasetError(
+            root,
+            "no sites found: expected sub-folders of cases (CaseXX.nii.gz with "
+            "CaseXX_segmentation.nii.gz, CaseXX.mhd with CaseXX_segmentation.mhd, or "
+            "imagesTr/ with labelsTr/), or such cases directly in this folder",
+        )
+    return Dataset(root=root, sites=tuple(sites), problems=tuple(problems))
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan_site(folder: Path, name: str, problems: list[Problem]) -> Site | None:
+    if (folder / "imagesTr").is_dir():
+        return _scan_msd(folder, name, problems)
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and _volume_stem(p) is not None
+    ]
+    if not files:
+        return None
+    images: dict[str, Path] = {}
+    labels: dict[str, Path] = {}
+    for path in sorted(files):
+        stem = _volume_stem(path)
+        assert stem is not None
+        marked = _LABEL_MARK.match(stem)
+        target = labels if marked else images
+        case_id = marked.group("case") if marked else stem
+        if case_id in target:
+            problems.append(
+                Problem(
+                    str(path),
+                    f"second file for case {case_id} (also {target[case_id].name}); ignored",
+                    site=name,
+                    case=case_id,
+                )
+            )
+            continue
+        target[case_id] = path
+    layout = "promise12" if any(p.suffix.lower() in (".mhd", ".mha") for p in files) else "saml"
+    return _pair(folder, name, layout, images, labels, problems)
+
+
+def _scan_msd(folder: Path, name: str, problems: list[Problem]) -> Site:
+    images: dict[str, Path] = {}
+    for path in sorted((folder / "imagesTr").iterdir()):
+        stem = _volume_stem(path)
+        if stem is None or path.name.startswith("."):
+            continue
+        channel = _NNUNET_CHANNEL.match(stem)
+        if channel and channel.group("channel") != "0000":
+            continue  # nnU-Net extra modalities; the T2 channel is 0000
+        images[channel.group("case") if channel else stem] = path
+    labels: dict[str, Path] = {}
+    label_folder = folder / "labelsTr"
+    if label_folder.is_dir():
+        for path in sorted(label_folder.iterdir()):
+            stem = _volume_stem(path)
+            if stem is not None and not path.name.startswith("."):
+                labels[stem] = path
+    else:
+        problems.append(Problem(str(label_folder), "missing: no masks for this site", site=name))
+    return _pair(folder, name, "msd", images, labels, problems)
+
+
+def _pair(
+    folder: Path,
+    name: str,
+    layout: str,
+    images: dict[str, Path],
+    labels: dict[str, Path],
+    problems: list[Problem],
+) -> Site:
+    cases = []
+    for case_id in sorted(images):
+        label = labels.get(case_id)
+        if label is None:
+            problems.append(
+                Problem(str(images[case_id]), "image without mask", site=name, case=case_id)
+            )
+        cases.append(Case(site=name, id=case_id, image=images[case_id], label=label))
+    for case_id in sorted(set(labels) - set(images)):
+        problems.append(
+            Problem(str(labels[case_id]), "mask without image", site=name, case=case_id)
+        )
+    return Site(name=name, path=folder, layout=layout, cases=tuple(cases))
+
+
+def _volume_stem(path: Path) -> str | None:
+    lower = path.name.lower()
+    for suffix in _IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def split_cases(cases: Sequence[Case], fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
+    """Deterministic split of ``cases`` into (kept, held out) with ``fraction`` held out."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    held = max(1, round(fraction * len(cases))) if fraction > 0 and len(cases) > 1 else 0
+    held_idx = set(order[:held].tolist())
+    kept = [c for i, c in enumerate(cases) if i not in held_idx]
+    return kept, [c for i, c in enumerate(cases) if i in held_idx]

@@ -1,0 +1,261 @@
+"""SAML's preprocessing protocol, configurable, with an exact way back to the source grid.
+
+Forward (training and inference alike):
+
+1. reorient the voxel axes to a canonical order (default LPS: axial slices, patient left to
+   the right of the image, anterior at the top) by flips and axis swaps only, which is exact;
+2. labels > 0 become prostate;
+3. z-score the scan over the whole volume (SAML normalises per volume);
+4. resample every slice in plane to the model grid (default 384 x 384), linear for scans and
+   for masks (thresholded at 0.5), anti-aliased when shrinking;
+5. feed the network ``context`` neighbouring slices as channels (2.5D; SAML uses 3) to predict
+   the centre slice.
+
+:class:`Geometry` remembers what 1 and 4 did so network outputs go back to the source grid:
+the inverse in-plane map uses the same pixel-centre convention, so composing the two maps is
+the identity on coordinates, and the inverse reorientation is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
+from scipy import ndimage
+
+from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.data.volume import Volume
+
+# Bump when the stored result of prepare_case changes, so caches made by older code are unused.
+PREPROCESS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How scans become network inputs. Defaults follow SAML (Liu et al., MICCAI 2020)."""
+
+    size: int = 384
+    context: int = 3
+    orientation: str = "LPS"
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ValueError(f"model grid size must be at least 8 pixels, got {self.size}")
+        if self.context < 1 or self.context % 2 == 0:
+            raise ValueError(f"context must be an odd number of slices >= 1, got {self.context}")
+        axes = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
+        if len(self.orientation) != 3 or {axes.get(c, -1) for c in self.orientation} != {0, 1, 2}:
+            raise ValueError(
+                f"orientation must name each axis once, like 'LPS', got {self.orientation!r}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the model grid sits in the source volume; enough to map predictions back."""
+
+    source_shape: tuple[int, int, int]
+    source_affine: npt.NDArray[np.float64]
+    orientation: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source_shape": list(self.source_shape),
+            "source_affine": np.asarray(self.source_affine).tolist(),
+            "orientation": self.orientation,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Geometry:
+        return cls(
+            source_shape=tuple(data["source_shape"]),
+            source_affine=np.asarray(data["source_affine"], dtype=np.float64),
+            orientation=str(data["orientation"]),
+            size=int(data["size"]),
+        )
+
+    @property
+    def to_canonical(self) -> npt.NDArray[np.float64]:
+        """nibabel orientation transform from the source file axes to the canonical ones."""
+        return _orientation_transform(self.source_affine, self.orientation)
+
+    @property
+    def canonical_shape(self) -> tuple[int, int, int]:
+        permuted = [0, 0, 0]
+        for source_axis, (target_axis, _) in enumerate(self.to_canonical):
+            permuted[int(target_axis)] = self.source_shape[::-1][source_axis]
+        return permuted[2], permuted[1], permuted[0]
+
+    @property
+    def canonical_affine(self) -> npt.NDArray[np.float64]:
+        return self.source_affine @ inv_ornt_aff(self.to_canonical, self.source_shape[::-1])
+
+    @property
+    def model_spacing(self) -> tuple[float, float, float]:
+        """Voxel size (mm) on the model grid, array order (slice, row, column)."""
+        sizes = np.sqrt((self.canonical_affine[:3, :3] ** 2).sum(axis=0))[::-1]
+        rows, cols = self.canonical_shape[1:]
+        return (
+            float(sizes[0]),
+            float(sizes[1] * rows / self.size),
+            float(sizes[2] * cols / self.size),
+        )
+
+    def labels_to_source(self, labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+        """Labels on the model grid ``(slices, size, size)`` to the source grid, nearest."""
+        canonical = resample_in_plane(labels.astype(np.float32), self.canonical_shape[1:], order=0)
+        return self._from_canonical(canonical.astype(np.uint8))
+
+    def probabilities_to_source(
+        self, probabilities: npt.NDArray[np.floating]
+    ) -> npt.NDArray[np.uint8]:
+        """Class probabilities ``(slices, size, size, classes)`` to a source-grid label map.
+
+        Probabilities are interpolated (linear) before the arg-max, which gives smoother and
+        more faithful boundaries than resampling hard labels.
+        """
+        channels = [
+            resample_in_plane(probabilities[..., c], self.canonical_shape[1:], order=1)
+            for c in range(probabilities.shape[-1])
+        ]
+        labels = np.argmax(np.stack(channels, axis=-1), axis=-1).astype(np.uint8)
+        return self._from_canonical(labels)
+
+    def _from_canonical(self, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        back = ornt_transform(
+            axcodes2ornt(tuple(self.orientation)), io_orientation(self.source_affine)
+        )
+        file_order = apply_orientation(array.transpose(2, 1, 0), back)
+        return np.ascontiguousarray(file_order.transpose(2, 1, 0))
+
+
+def _orientation_transform(affine: npt.NDArray[np.float64], codes: str) -> npt.NDArray[np.float64]:
+    return ornt_transform(io_orientation(affine), axcodes2ornt(tuple(codes)))
+
+
+def reorient(volume: Volume, codes: str) -> npt.NDArray[Any]:
+    """``volume.array`` with its axes flipped/permuted so the file axes read ``codes``."""
+    transform = _orientation_transform(volume.affine, codes)
+    file_order = apply_orientation(volume.array.transpose(2, 1, 0), transform)
+    return np.ascontiguousarray(file_order.transpose(2, 1, 0))
+
+
+def zscore(array: npt.NDArray[np.floating], where: str = "<in memory>") -> npt.NDArray[np.float32]:
+    """Zero mean, unit variance over the whole volume; refuse NaN/Inf and constant scans."""
+    array = np.asarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(array)):
+        raise VolumeError(where, f"scan holds {int(np.sum(~np.isfinite(array)))} NaN/Inf voxels")
+    mean = float(array.mean(dtype=np.float64))
+    std = float(array.std(dtype=np.float64))
+    if std < 1e-8:
+        raise VolumeError(where, "scan is constant (zero intensity variance); nothing to segment")
+    return ((array - mean) / std).astype(np.float32)
+
+
+def binarize(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+    """SAML: every label > 0 is prostate."""
+    return (np.asarray(labels) > 0).astype(np.uint8)
+
+
+def resample_in_plane(
+    array: npt.NDArray[np.floating], shape: tuple[int, int], order: int = 1
+) -> npt.NDArray[np.float32]:
+    """Resample each slice of ``(slices, rows, cols)`` to ``shape`` with pixel-centre alignment.
+
+    Output pixel ``o`` samples input coordinate ``(o + 0.5) * n_in / n_out - 0.5`` (both grids
+    cover the same field of view edge to edge), the convention that makes the map from ``A``
+    to ``B`` and the one from ``B`` to ``A`` exact inverses. Shrinking is anti-aliased with a
+    Gaussian of sigma ``(factor - 1) / 2`` as scikit-image does.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    rows, cols = array.shape[1:]
+    scale = np.array([rows / shape[0], cols / shape[1]])
+    if order > 0 and np.any(scale > 1):
+        sigma = (0.0, *np.maximum(0.0, (scale - 1) / 2))
+        array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
+    matrix = np.array([1.0, scale[0], scale[1]])
+    offset = np.array([0.0, *(0.5 * scale - 0.5)])
+    return ndimage.affine_transform(
+        array,
+        matrix,
+        offset=offset,
+        output_shape=(array.shape[0], *shape),
+        order=order,
+        mode="nearest",
+        prefilter=False,
+    )
+
+
+def prepare_volume(
+    image: Volume, config: PreprocessConfig
+) -> tuple[npt.NDArray[np.float32], Geometry]:
+    """Scan to model grid: reorient, z-score, resample. Returns ``(slices, size, size)``."""
+    canonical = reorient(image, config.orientation)
+    where = str(image.source or "<in memory>")
+    normalised = zscore(canonical, where)
+    resampled = resample_in_plane(normalised, (config.size, config.size), order=1)
+    geometry = Geometry(
+        source_shape=image.shape,
+        source_affine=image.affine,
+        orientation=config.orientation,
+        size=config.size,
+    )
+    return resampled, geometry
+
+
+def prepare_labels(labels: Volume, config: PreprocessConfig) -> npt.NDArray[np.uint8]:
+    """Mask to model grid: reorient like the scan, binarise, resample linearly, threshold 0.5."""
+    canonical = reorient(labels, config.orientation)
+    mask = binarize(canonical).astype(np.float32)
+    return (resample_in_plane(mask, (config.size, config.size), order=1) >= 0.5).astype(np.uint8)
+
+
+def stack_context(
+    volume: npt.NDArray[np.float32], index: int, context: int
+) -> npt.NDArray[np.float32]:
+    """Slices ``index - context//2 .. index + context//2`` as channels ``(rows, cols, context)``.
+
+    Slices beyond the ends repeat the edge slice, so every slice has a full stack.
+    """
+    half = context // 2
+    picks = np.clip(np.arange(index - half, index + half + 1), 0, volume.shape[0] - 1)
+    return np.moveaxis(volume[picks], 0, -1)
+
+
+def gland_extent(mask: npt.NDArray[np.integer]) -> tuple[int, int] | None:
+    """First and last slice (inclusive) holding prostate, or None for an empty mask."""
+    slices = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    return None if slices.size == 0 else (int(slices[0]), int(slices[-1]))
+
+
+def training_slices(
+    mask: npt.NDArray[np.integer], outside_share: float, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """Slices to train on: all inside the gland's z-extent (SAML) plus a share of the others.
+
+    ``outside_share`` is relative to the number of inside slices (0.25 adds one outside slice
+    for every four inside), drawn at random without replacement.
+    """
+    if outside_share < 0:
+        raise ValueError(f"outside_share must be >= 0, got {outside_share}")
+    extent = gland_extent(mask)
+    all_slices = np.arange(mask.shape[0])
+    inside = all_slices[:0] if extent is None else all_slices[extent[0] : extent[1] + 1]
+    outside = np.setdiff1d(all_slices, inside)
+    wanted = min(outside.size, round(outside_share * max(inside.size, 1)))
+    extra = rng.choice(outside, size=wanted, replace=False) if wanted else outside[:0]
+    return np.sort(np.concatenate([inside, extra])).astype(np.int64)
