@@ -22,8 +22,10 @@ demo: $(STAMP)
 	$(BIN)/kdseg phantom $(DEMO_DIR)/phantom --cases-per-site 6 --size 128 --seed 0
 	$(BIN)/kdseg info $(DEMO_DIR)/phantom
 
+# Two processes: TensorFlow and a napari canvas cannot share one (tests/conftest.py).
 test: $(STAMP) system-packages
-	xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/gui
+	xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest tests/gui
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

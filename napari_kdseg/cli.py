@@ -28,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except KdsegDataError as error:
+    except (KdsegDataError, ValueError) as error:
+        # Bad files and bad arguments are the user's to fix: one line, no traceback.
         print(f"kdseg {args.command}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

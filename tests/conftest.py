@@ -1,13 +1,55 @@
-"""Shared fixtures: the real MRI in ../shared/data (skipped with a reason when absent)."""
+"""Shared fixtures, and the split of the suite into two processes.
+
+TensorFlow and a napari canvas cannot share a process on Linux with Mesa OpenGL: Mesa's
+llvmpipe binds to the LLVM symbols TensorFlow exports and crashes, and their LLVM static
+destructors abort at exit (ARCHITECTURE.md). The product never mixes them (training runs in
+a child process, the viewer infers with ONNX Runtime), and neither does the suite: tests
+that use a viewer or ``qtbot`` are marked ``gui`` and run in their own pytest process
+(``make test`` runs ``-m "not gui"`` then ``-m gui``). In a run that selects both kinds, the
+GUI tests are skipped with that reason; in a GUI run, TensorFlow must never be imported.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL = SHARED / "data" / "real"
+_GUI_FIXTURES = {"make_napari_viewer", "qtbot", "make_napari_viewer_proxy"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gui = [item for item in session.items if item.get_closest_marker("gui")]
+    if gui and len(gui) < len(session.items):
+        reason = (
+            "GUI tests run in their own process (pytest tests/gui): TensorFlow and Mesa OpenGL "
+            "cannot share one"
+        )
+        for item in gui:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _gui_process_stays_free_of_tensorflow(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if request.node.get_closest_marker("gui"):
+        assert "tensorflow" not in sys.modules, "the viewer process imported TensorFlow"
 
 
 def _require(path: Path) -> Path:
