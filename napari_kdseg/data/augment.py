@@ -98,5 +98,5 @@ def _intensity(
         span = max(high - low, 1e-6)
         image = ((((image - low) / span) ** gamma) * span + low).astype(np.float32)
     if add_noise:
-        image = image + rng.normal(0.0, noise_std, size=image.shape).astype(np.float32)
+        image = image + noise_std * rng.standard_normal(image.shape, dtype=np.float32)
     return image
