@@ -87,3 +87,19 @@ def test_info_never_imports_tensorflow(tmp_path: Path) -> None:
         [sys.executable, "-c", script, str(root)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_models_table_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--size", "64", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in rows] == ["espnet", "enet", "erfnet", "unetpp", "deeplabv3plus"]
+    for row in rows:
+        assert set(row) == {"name", "params", "flops", "paper_params", "paper_flops"}
+        # Parameters do not depend on the input size; FLOPs scale with it (64 vs the paper's 384).
+        assert abs(row["params"] / row["paper_params"] - 1) < 0.10
+        assert 0 < row["flops"] < row["paper_flops"] / 20
+
+
+def test_models_rejects_sizes_the_strides_forbid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--size", "100"]) == 2
+    assert "multiples of 8" in capsys.readouterr().err
