@@ -18,7 +18,9 @@ from napari_kdseg import __version__
 from napari_kdseg.data.errors import KdsegDataError
 
 if TYPE_CHECKING:
+    from napari_kdseg.data.datasets import Dataset
     from napari_kdseg.data.survey import DatasetSurvey
+    from napari_kdseg.training.config import TrainConfig
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -91,7 +93,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--json", action="store_true", help="print the table as JSON")
     models.set_defaults(run=_models)
+
+    train = commands.add_parser(
+        "train", help="train a teacher, or a student baseline, on chosen sites"
+    )
+    _training_arguments(train)
+    train.set_defaults(run=_train)
+
+    distill = commands.add_parser(
+        "distill", help="train a student from a trained teacher (.keras) with AAM/KMM/LM"
+    )
+    _training_arguments(distill)
+    distill.add_argument("--teacher", type=Path, required=True, help="trained teacher .keras")
+    distill.add_argument(
+        "--losses",
+        nargs="+",
+        choices=("logits", "kernel_matrix", "affinity"),
+        default=["logits", "kernel_matrix", "affinity"],
+        help="distillation losses to switch on (default all three, as the paper)",
+    )
+    distill.add_argument(
+        "--lambdas",
+        nargs=3,
+        type=float,
+        metavar=("LM", "KMM", "AAM"),
+        help="weights of the logits, kernel-matrix and affinity losses (default 0.2 0.9 0.9)",
+    )
+    distill.set_defaults(run=_distill)
     return parser
+
+
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", type=Path, help="dataset root or site folder")
+    parser.add_argument("--sites", nargs="+", help="training sites (default: all)")
+    parser.add_argument("--exclude", nargs="+", default=[], help="sites to leave out (target)")
+    parser.add_argument("--model", default=None, help="architecture (default enet)")
+    parser.add_argument(
+        "--preset",
+        choices=("paper", "cpu"),
+        default="cpu",
+        help="paper: full width, 384, 100 epochs; cpu: quarter width, 96, 6 epochs (default)",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--size", type=int, help="model grid (square)")
+    parser.add_argument("--width", type=float, help="channel width multiplier")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -176,6 +226,62 @@ def _preprocess(args: argparse.Namespace) -> int:
         f"{len(cases)} case(s) in {time.perf_counter() - started:.1f} s "
         f"({cache.hits} from cache, {cache.misses} prepared) -> {cache.root}"
     )
+    return EXIT_OK
+
+
+def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[str], Dataset]:
+    import dataclasses
+
+    from napari_kdseg.data.datasets import discover
+    from napari_kdseg.training.config import PRESETS
+
+    dataset = discover(args.dataset)
+    sites = [s for s in (args.sites or dataset.site_names) if s not in args.exclude]
+    for site in sites:
+        dataset.site(site)  # an unknown site is named with the list of known ones
+    if not sites:
+        raise ValueError("no training sites left after --exclude")
+    config = PRESETS[args.preset](args.model or "enet")
+    overrides = {
+        key: value
+        for key, value in {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "width": args.width,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+        }.items()
+        if value is not None
+    }
+    if args.size is not None:
+        overrides["preprocess"] = dataclasses.replace(config.preprocess, size=args.size)
+    return dataclasses.replace(config, **overrides), sites, dataset
+
+
+def _train(args: argparse.Namespace) -> int:
+    from napari_kdseg.data.cache import PreprocessCache
+    from napari_kdseg.training.run import train
+
+    config, sites, dataset = _train_config(args)
+    train(dataset, sites, config, args.out, PreprocessCache(args.cache_dir))
+    return EXIT_OK
+
+
+def _distill(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from napari_kdseg.data.cache import PreprocessCache
+    from napari_kdseg.training.config import LOSS_NAMES
+    from napari_kdseg.training.run import distill
+
+    config, sites, dataset = _train_config(args)
+    weights = dict(zip(LOSS_NAMES, args.lambdas, strict=True)) if args.lambdas else None
+    distillation = config.distillation
+    if weights:
+        distillation = dataclasses.replace(distillation, lambdas=weights)
+    distillation = distillation.only(args.losses)
+    config = dataclasses.replace(config, distillation=distillation)
+    distill(dataset, sites, config, args.teacher, args.out, PreprocessCache(args.cache_dir))
     return EXIT_OK
 
 

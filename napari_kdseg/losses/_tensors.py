@@ -1,0 +1,54 @@
+"""Input handling shared by the losses: dtypes, label shapes and shape checks."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from keras import ops
+
+#: A backend tensor, a NumPy array or anything ``keras.ops.convert_to_tensor`` accepts.
+Tensor: TypeAlias = Any
+
+# Losses take logs and sum over many pixels: half precision has neither the range nor the
+# resolution, so it is promoted; float64 stays float64 (gradient checks use it).
+_KEPT_FLOAT_DTYPES = ("float32", "float64")
+
+
+def floating(x: Tensor) -> Tensor:
+    """``x`` as a float32 tensor, or float64 if it already is."""
+    x = ops.convert_to_tensor(x)
+    if ops.dtype(x) in _KEPT_FLOAT_DTYPES:
+        return x
+    return ops.cast(x, "float32")
+
+
+def int_labels(labels: Tensor) -> Tensor:
+    """Integer labels ``(batch, H, W)`` from ``(batch, H, W)`` or ``(batch, H, W, 1)``.
+
+    Any dtype is accepted: ``keras.losses.Loss`` hands ``y_true`` over as floats.
+    """
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 4 and labels.shape[-1] == 1:
+        labels = ops.squeeze(labels, axis=-1)
+    if len(labels.shape) != 3:
+        raise ValueError(
+            f"labels must be (batch, H, W) or (batch, H, W, 1), got shape {tuple(labels.shape)}"
+        )
+    return ops.cast(labels, "int32")
+
+
+def check_same_shape(first: Tensor, second: Tensor, what: str) -> None:
+    """Raises where two static shapes differ (unknown dimensions are not compared)."""
+    first_shape, second_shape = tuple(first.shape), tuple(second.shape)
+    mismatch = len(first_shape) != len(second_shape) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(first_shape, second_shape, strict=False)
+    )
+    if mismatch:
+        raise ValueError(f"{what} must have the same shape, got {first_shape} and {second_shape}")
+
+
+def check_rank(x: Tensor, rank: int, what: str) -> None:
+    """Raises unless ``x`` has ``rank`` dimensions."""
+    if len(x.shape) != rank:
+        raise ValueError(f"{what} must have {rank} dimensions, got shape {tuple(x.shape)}")

@@ -1,0 +1,86 @@
+"""Logits Module (LM): pixel-wise KL divergence between student and teacher class probabilities.
+
+Loussaief, Ayad, Puig and Rashwan, "Adaptive Affinity-Based Generalization For MRI Imaging
+Segmentation Across Resource-Limited Settings", section 2, equation 7; the temperature is
+Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", arXiv:1503.02531.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from napari_kdseg.losses._tensors import Tensor, check_rank, check_same_shape, floating
+
+
+def logits_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Pixel-wise Kullback-Leibler divergence of the student from the teacher (paper eq. 7).
+
+    .. math::
+
+        L_{Logits} = \\frac{T^2}{N} \\sum_{n=1}^{N} \\sum_{c} p^s_{n,c}
+            \\left(\\log p^s_{n,c} - \\log p^t_{n,c}\\right),
+        \\qquad p_{n} = \\mathrm{softmax}(z_n / T)
+
+    where ``N`` counts the pixels of the whole batch. The direction is the paper's,
+    :math:`D_{KL}(p^s \\| p^t)`, the student's distribution first ("reverse" KL, mode-seeking);
+    Hinton's distillation uses :math:`D_{KL}(p^t \\| p^s)`. With ``temperature`` ``T`` both logits
+    are divided by ``T`` and the result multiplied by ``T^2``, so that gradient magnitudes do
+    not shrink as ``T`` grows (Hinton et al., section 2). Log-probabilities come from
+    ``log_softmax``, so logits of any size (1e4 included) give a finite loss; the teacher side
+    is not detached (a frozen teacher receives no update anyway).
+
+    Args:
+        student_logits: ``(batch, H, W, classes)`` student logits.
+        teacher_logits: teacher logits of the same shape.
+        temperature: softening temperature ``T > 0``; 1 is the paper's plain KL.
+
+    Returns:
+        A scalar, zero if and only if both give the same probabilities, positive otherwise.
+
+    Raises:
+        ValueError: for a non-positive temperature or mismatched shapes.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    student_logits, teacher_logits = floating(student_logits), floating(teacher_logits)
+    check_rank(student_logits, 4, "student_logits")
+    check_same_shape(student_logits, teacher_logits, "student and teacher logits")
+    teacher_logits = ops.cast(teacher_logits, student_logits.dtype)
+    log_p_student = ops.log_softmax(student_logits / temperature, axis=-1)
+    log_p_teacher = ops.log_softmax(teacher_logits / temperature, axis=-1)
+    per_pixel = ops.sum(ops.exp(log_p_student) * (log_p_student - log_p_teacher), axis=-1)
+    return ops.mean(per_pixel) * temperature**2
+
+
+@keras.saving.register_keras_serializable(package="napari_kdseg")
+class LogitsLoss(keras.losses.Loss):
+    """:func:`logits_kl` as a Keras loss: ``y_true`` the teacher's logits, ``y_pred`` the student's.
+
+    The value is already averaged over the batch and its pixels (paper eq. 7), so the Keras
+    reduction sees a scalar and leaves it as it is.
+
+    Args:
+        temperature: softening temperature ``T``; see :func:`logits_kl`.
+        name, reduction, dtype: as :class:`keras.losses.Loss`.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        name: str = "logits_kl",
+        reduction: str = "sum_over_batch_size",
+        dtype: Any = None,
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = float(temperature)
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return logits_kl(y_pred, y_true, self.temperature)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "temperature": self.temperature}

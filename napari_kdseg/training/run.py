@@ -1,0 +1,249 @@
+"""Training runs: a model alone (teacher, or student baseline) and a distilled student.
+
+Both read the chosen sites through the preprocessing cache, hold out a share of each site's
+cases for validation, keep the weights with the best validation Dice, stream JSON-lines
+progress, log every epoch to CSV, and save the trained student (or teacher) alone as a
+``.keras`` file with a JSON model card beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from napari_kdseg import __version__
+from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.data.cache import PreparedCase, PreprocessCache
+from napari_kdseg.data.datasets import Dataset, split_cases
+from napari_kdseg.data.errors import DatasetError
+from napari_kdseg.data.pipeline import SliceDataset
+from napari_kdseg.losses import SegmentationLoss
+from napari_kdseg.models import build_model
+from napari_kdseg.training.config import TrainConfig
+from napari_kdseg.training.distiller import Distiller
+from napari_kdseg.training.metrics import ForegroundDice
+from napari_kdseg.training.progress import JsonLinesProgress, emit
+from napari_kdseg.training.schedule import CyclicLearningRate
+
+CLASS_NAMES = ("background", "prostate")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    model_path: Path
+    card_path: Path
+    best_val_dice: float | None
+    history: dict[str, list[float]]
+
+
+def load_split(
+    dataset: Dataset, sites: list[str], config: TrainConfig, cache: PreprocessCache
+) -> tuple[list[PreparedCase], list[PreparedCase]]:
+    """Preprocessed (training, validation) cases: ``validation_fraction`` of each site held out."""
+    train, validation = [], []
+    for site in sites:
+        cases = dataset.cases([site])
+        if not cases:
+            raise DatasetError(dataset.site(site).path, "site has no labelled cases to train on")
+        kept, held = split_cases(cases, config.validation_fraction, config.seed)
+        train += cache.prepare_all(kept, config.preprocess)
+        validation += cache.prepare_all(held, config.preprocess)
+    return train, validation
+
+
+def train(
+    dataset: Dataset,
+    sites: list[str],
+    config: TrainConfig,
+    out: Path,
+    cache: PreprocessCache | None = None,
+    progress_every: int = 10,
+) -> RunResult:
+    """Train ``config.model`` alone on ``sites`` (a teacher, or a student baseline)."""
+    model = _build(config)
+    model.compile(
+        optimizer=_optimizer(config),
+        loss=SegmentationLoss(kind=config.segmentation_loss),
+        metrics=[ForegroundDice()],
+    )
+    return _fit(model, model, dataset, sites, config, out, cache, progress_every, teacher=None)
+
+
+def distill(
+    dataset: Dataset,
+    sites: list[str],
+    config: TrainConfig,
+    teacher_path: Path,
+    out: Path,
+    cache: PreprocessCache | None = None,
+    progress_every: int = 10,
+) -> RunResult:
+    """Train the student ``config.model`` from the teacher in ``teacher_path`` (eq. 8)."""
+    teacher = keras.saving.load_model(teacher_path, compile=False)
+    expected = (config.preprocess.size, config.preprocess.size, config.preprocess.context)
+    if tuple(teacher.input_shape[1:]) != expected:
+        raise ValueError(
+            f"{teacher_path}: teacher takes inputs {tuple(teacher.input_shape[1:])}, but this "
+            f"run feeds {expected} (size, size, context); train both at the same grid"
+        )
+    student = _build(config)
+    distiller = Distiller(
+        teacher, student, config.distillation, SegmentationLoss(kind=config.segmentation_loss)
+    )
+    distiller.compile(optimizer=_optimizer(config))
+    return _fit(
+        distiller, student, dataset, sites, config, out, cache, progress_every, teacher=teacher_path
+    )
+
+
+def _build(config: TrainConfig) -> keras.Model:
+    size, context = config.preprocess.size, config.preprocess.context
+    return build_model(config.model, (size, size, context), len(CLASS_NAMES), config.width)
+
+
+def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    schedule = CyclicLearningRate(
+        maximum=config.learning_rate,
+        minimum=config.min_learning_rate,
+        step_size=config.cycle_step_size,
+    )
+    return keras.optimizers.Adam(learning_rate=schedule)
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """Saves ``network`` (the student alone) whenever validation Dice improves, atomically."""
+
+    def __init__(self, network: keras.Model, path: Path, monitor: str) -> None:
+        super().__init__()
+        self.network, self.path, self.monitor = network, path, monitor
+        self.best: float | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None or (self.best is not None and value <= self.best):
+            return
+        self.best = float(value)
+        with atomic_path(self.path) as tmp:
+            self.network.save(tmp)
+        emit(
+            "artifact",
+            kind="best_checkpoint",
+            path=str(self.path),
+            epoch=epoch + 1,
+            **{self.monitor: self.best},
+        )
+
+
+def _fit(
+    trainer: keras.Model,
+    network: keras.Model,
+    dataset: Dataset,
+    sites: list[str],
+    config: TrainConfig,
+    out: Path,
+    cache: PreprocessCache | None,
+    progress_every: int,
+    teacher: Path | None,
+) -> RunResult:
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    train_cases, val_cases = load_split(dataset, sites, config, cache or PreprocessCache())
+    context = config.preprocess.context
+    batches = SliceDataset(
+        train_cases,
+        config.batch_size,
+        context,
+        augment=config.augment,
+        outside_share=config.outside_share,
+        seed=config.seed,
+    )
+    validation = (
+        SliceDataset(val_cases, config.batch_size, context, slices="all", shuffle=False)
+        if val_cases
+        else None
+    )
+    best_path = out / f"{config.model}.best.keras"
+    callbacks: list[keras.callbacks.Callback] = [
+        JsonLinesProgress(len(batches), config.epochs, every=progress_every),
+        keras.callbacks.CSVLogger(str(out / "log.csv")),
+    ]
+    if validation is not None:
+        callbacks.append(_KeepBest(network, best_path, "val_dice"))
+    started = time.perf_counter()
+    history = trainer.fit(
+        batches,
+        validation_data=validation,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=0,
+    ).history
+    seconds = time.perf_counter() - started
+
+    model_path = out / f"{config.model}.keras"
+    if validation is not None and best_path.exists():
+        network = keras.saving.load_model(best_path, compile=False)
+    with atomic_path(model_path) as tmp:
+        network.save(tmp)
+    best = max(history["val_dice"]) if "val_dice" in history else None
+    card = model_card(config, sites, teacher, history, best, seconds, len(batches))
+    card_path = out / f"{config.model}.json"
+    with atomic_path(card_path) as tmp:
+        tmp.write_text(json.dumps(card, indent=2))
+    emit("artifact", kind="model", path=str(model_path), card=str(card_path))
+    emit("done", best_val_dice=best, seconds=round(seconds, 1))
+    return RunResult(
+        model_path, card_path, best, {k: [float(v) for v in vs] for k, vs in history.items()}
+    )
+
+
+def model_card(
+    config: TrainConfig,
+    sites: list[str],
+    teacher: Path | None,
+    history: dict[str, list[float]],
+    best_val_dice: float | None,
+    seconds: float,
+    steps_per_epoch: int,
+) -> dict[str, Any]:
+    """What a trained model is and how it was made: travels with the ``.keras`` and ONNX."""
+    distillation = config.distillation
+    return {
+        "format": "napari-kdseg model card 1",
+        "architecture": config.model,
+        "width": config.width,
+        "input": {
+            "size": config.preprocess.size,
+            "channels": config.preprocess.context,
+            "layout": "NHWC, channels are neighbouring slices centred on the predicted one",
+        },
+        "preprocess": config.preprocess.to_json()
+        | {"normalisation": "z-score over the whole volume", "labels": "label > 0 is prostate"},
+        "class_names": list(CLASS_NAMES),
+        "training_sites": sites,
+        "teacher": None if teacher is None else str(teacher),
+        "losses": (
+            {"segmentation": config.segmentation_loss}
+            | (
+                {name: distillation.lambdas[name] for name in distillation.enabled}
+                if teacher is not None
+                else {}
+            )
+        ),
+        "metrics": {
+            "best_val_dice": best_val_dice,
+            "final": {k: float(np.asarray(v[-1])) for k, v in history.items()},
+        },
+        "training": config.to_json()
+        | {"seconds": round(seconds, 1), "steps_per_epoch": steps_per_epoch},
+        "software": {
+            "napari_kdseg": __version__,
+            "keras": keras.__version__,
+            "backend": keras.backend.backend(),
+        },
+    }

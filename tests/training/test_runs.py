@@ -1,0 +1,139 @@
+"""End-to-end runs on a tiny phantom: a teacher, a baseline student and a distilled student."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from napari_kdseg.data.augment import AugmentConfig
+from napari_kdseg.data.cache import PreprocessCache
+from napari_kdseg.data.datasets import discover
+from napari_kdseg.data.phantom import generate_phantom
+from napari_kdseg.data.preprocess import PreprocessConfig
+from napari_kdseg.training.config import TrainConfig
+from napari_kdseg.training.run import distill, train
+
+TINY = TrainConfig(
+    width=0.125,
+    preprocess=PreprocessConfig(size=32, context=3),
+    epochs=2,
+    batch_size=8,
+    learning_rate=3e-3,
+    cycle_step_size=20,
+    augment=AugmentConfig(),
+    validation_fraction=0.34,
+)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("phantom") / "data"
+    return generate_phantom(root, cases_per_site=3, size=48, seed=0, sites="AB")
+
+
+@pytest.fixture(scope="module")
+def teacher(phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    config = TrainConfig(**{**TINY.__dict__, "model": "unetpp"})
+    result = train(discover(phantom), ["A", "B"], config, out, PreprocessCache(out / "cache"))
+    return result.model_path
+
+
+def test_teacher_run_writes_model_card_and_logs(teacher: Path) -> None:
+    out = teacher.parent
+    model = keras.saving.load_model(teacher, compile=False)
+    assert model.name == "unetpp"
+    assert model.input_shape == (None, 32, 32, 3)
+    card = json.loads((out / "unetpp.json").read_text())
+    assert card["architecture"] == "unetpp"
+    assert card["training_sites"] == ["A", "B"]
+    assert card["input"] == {
+        "size": 32,
+        "channels": 3,
+        "layout": "NHWC, channels are neighbouring slices centred on the predicted one",
+    }
+    assert card["teacher"] is None
+    assert 0.0 <= card["metrics"]["best_val_dice"] <= 1.0
+    with (out / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    assert {"loss", "dice", "val_loss", "val_dice"} <= set(rows[0])
+
+
+def test_distilled_student_with_all_losses(
+    phantom: Path, teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = distill(
+        discover(phantom), ["A", "B"], TINY, teacher, tmp_path, PreprocessCache(tmp_path / "c")
+    )
+    student = keras.saving.load_model(result.model_path, compile=False)
+    assert student.name == "enet"
+    assert student.count_params() < 10_000, "the student is saved alone, without the teacher"
+    history = result.history
+    for term in ("segmentation", "logits", "kernel_matrix", "affinity", "dice", "val_dice"):
+        assert term in history, term
+        assert all(np.isfinite(history[term]))
+    card = json.loads(result.card_path.read_text())
+    assert card["teacher"] == str(teacher)
+    assert card["losses"] == {
+        "segmentation": "dice+ce",
+        "logits": 0.2,
+        "kernel_matrix": 0.9,
+        "affinity": 0.9,
+    }
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "start"
+    assert kinds[-1] == "done"
+    assert kinds.count("epoch") == 2
+    epoch = next(e for e in events if e["event"] == "epoch")
+    assert {"affinity", "kernel_matrix", "logits", "eta_s", "val_dice"} <= set(epoch)
+
+
+def test_distill_cli_streams_json_lines(phantom: Path, teacher: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "napari_kdseg.cli",
+        "distill",
+        str(phantom),
+        "--teacher",
+        str(teacher),
+        "--model",
+        "erfnet",
+        "--width",
+        "0.125",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--losses",
+        "affinity",
+        "--out",
+        str(tmp_path / "run"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[0]["event"] == "start"
+    assert events[0]["device"] == "cpu"
+    assert events[-1]["event"] == "done"
+    card = json.loads((tmp_path / "run" / "erfnet.json").read_text())
+    assert card["losses"] == {"segmentation": "dice+ce", "affinity": 0.9}
+
+
+def test_teacher_grid_mismatch_is_explained(phantom: Path, teacher: Path, tmp_path: Path) -> None:
+    config = TrainConfig(**{**TINY.__dict__, "preprocess": PreprocessConfig(size=48, context=3)})
+    with pytest.raises(ValueError, match=r"teacher takes inputs \(32, 32, 3\)"):
+        distill(discover(phantom), ["A"], config, teacher, tmp_path)
