@@ -117,18 +117,21 @@ def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 class _KeepBest(keras.callbacks.Callback):
-    """Saves ``network`` (the student alone) whenever validation Dice improves, atomically."""
+    """Saves ``network`` (the student alone) whenever validation Dice improves, atomically,
+    and keeps those weights in memory so the run can end on them without reloading."""
 
     def __init__(self, network: keras.Model, path: Path, monitor: str) -> None:
         super().__init__()
         self.network, self.path, self.monitor = network, path, monitor
         self.best: float | None = None
+        self.best_weights: list[Any] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None or (self.best is not None and value <= self.best):
             return
         self.best = float(value)
+        self.best_weights = self.network.get_weights()
         with atomic_path(self.path) as tmp:
             self.network.save(tmp)
         emit(
@@ -173,8 +176,9 @@ def _fit(
         JsonLinesProgress(len(batches), config.epochs, every=progress_every),
         keras.callbacks.CSVLogger(str(out / "log.csv")),
     ]
-    if validation is not None:
-        callbacks.append(_KeepBest(network, best_path, "val_dice"))
+    keep_best = _KeepBest(network, best_path, "val_dice") if validation is not None else None
+    if keep_best is not None:
+        callbacks.append(keep_best)
     started = time.perf_counter()
     history = trainer.fit(
         batches,
@@ -186,8 +190,8 @@ def _fit(
     seconds = time.perf_counter() - started
 
     model_path = out / f"{config.model}.keras"
-    if validation is not None and best_path.exists():
-        network = keras.saving.load_model(best_path, compile=False)
+    if keep_best is not None and keep_best.best_weights is not None:
+        network.set_weights(keep_best.best_weights)
     with atomic_path(model_path) as tmp:
         network.save(tmp)
     best = max(history["val_dice"]) if "val_dice" in history else None
