@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from napari_kdseg.data.survey import DatasetSurvey
     from napari_kdseg.training.config import TrainConfig
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_PROBLEMS, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,8 +263,8 @@ def _train(args: argparse.Namespace) -> int:
     from napari_kdseg.training.run import train
 
     config, sites, dataset = _train_config(args)
-    train(dataset, sites, config, args.out, PreprocessCache(args.cache_dir))
-    return EXIT_OK
+    result = train(dataset, sites, config, args.out, PreprocessCache(args.cache_dir))
+    return EXIT_STOPPED if result.stopped else EXIT_OK
 
 
 def _distill(args: argparse.Namespace) -> int:
@@ -281,8 +281,10 @@ def _distill(args: argparse.Namespace) -> int:
         distillation = dataclasses.replace(distillation, lambdas=weights)
     distillation = distillation.only(args.losses)
     config = dataclasses.replace(config, distillation=distillation)
-    distill(dataset, sites, config, args.teacher, args.out, PreprocessCache(args.cache_dir))
-    return EXIT_OK
+    result = distill(
+        dataset, sites, config, args.teacher, args.out, PreprocessCache(args.cache_dir)
+    )
+    return EXIT_STOPPED if result.stopped else EXIT_OK
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 
 def temporary_sibling(path: Path) -> Path:
-    """A unique hidden name next to ``path`` that keeps its suffixes (``.nii.gz`` stays)."""
-    suffixes = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    """A unique hidden name next to ``path`` that ends like it (``.nii.gz``, ``.weights.h5``),
+    since writers choose their format from the name."""
+    suffixes = "".join(path.suffixes)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffixes}", dir=path.parent)
     os.close(fd)
     return Path(name)

@@ -33,11 +33,17 @@ class JsonLinesProgress(keras.callbacks.Callback):
     """Streams ``start``/``step``/``epoch`` events while ``fit`` runs."""
 
     def __init__(
-        self, steps_per_epoch: int, epochs: int, every: int = 10, stream: TextIO | None = None
+        self,
+        steps_per_epoch: int,
+        epochs: int,
+        every: int = 10,
+        stream: TextIO | None = None,
+        initial_epoch: int = 0,
     ) -> None:
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
         self.epochs = epochs
+        self.initial_epoch = initial_epoch
         self.every = max(1, every)
         self.stream = stream
         self._started = 0.0
@@ -51,6 +57,7 @@ class JsonLinesProgress(keras.callbacks.Callback):
             self.stream,
             epochs=self.epochs,
             steps_per_epoch=self.steps_per_epoch,
+            initial_epoch=self.initial_epoch,
             backend=keras.backend.backend(),
             device=_device(),
         )
@@ -84,7 +91,7 @@ class JsonLinesProgress(keras.callbacks.Callback):
 
     def _eta(self) -> float:
         elapsed = time.perf_counter() - self._started
-        total = self.steps_per_epoch * self.epochs
+        total = self.steps_per_epoch * (self.epochs - self.initial_epoch)
         remaining = max(0, total - self._done_steps)
         return round(elapsed / max(1, self._done_steps) * remaining, 1)
 

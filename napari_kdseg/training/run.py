@@ -9,6 +9,7 @@ progress, log every epoch to CSV, and save the trained student (or teacher) alon
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,14 @@ from napari_kdseg.data.errors import DatasetError
 from napari_kdseg.data.pipeline import SliceDataset
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.models import build_model
+from napari_kdseg.training.checkpoint import (
+    STATE,
+    EpochCheckpoint,
+    StopAtStepBoundary,
+    StopRequest,
+    load_state,
+    stop_on_signals,
+)
 from napari_kdseg.training.config import TrainConfig
 from napari_kdseg.training.distiller import Distiller
 from napari_kdseg.training.metrics import ForegroundDice
@@ -36,10 +45,13 @@ CLASS_NAMES = ("background", "prostate")
 
 @dataclass(frozen=True)
 class RunResult:
-    model_path: Path
-    card_path: Path
+    """What a run left: the model and its card, or ``stopped`` with a resumable checkpoint."""
+
+    model_path: Path | None
+    card_path: Path | None
     best_val_dice: float | None
     history: dict[str, list[float]]
+    stopped: bool = False
 
 
 def load_split(
@@ -172,38 +184,107 @@ def _fit(
         else None
     )
     best_path = out / f"{config.model}.best.keras"
+    resume_dir = out / "resume"
+    identity = {"train": config.to_json(), "sites": sites, "teacher": _str_or_none(teacher)}
+    request = StopRequest()
+    state = _resume(trainer, batches, resume_dir, identity)
+    epochs_done = state["epochs_done"] if state else 0
+    previous_best = state["best_val_dice"] if state else None
+    checkpoint = EpochCheckpoint(resume_dir, identity)
+    checkpoint.best_val_dice = previous_best
+    if epochs_done:
+        _truncate_log(out / "log.csv", epochs_done)
+    # Order matters: the checkpoint is on disk before the "epoch" event announces the epoch.
     callbacks: list[keras.callbacks.Callback] = [
-        JsonLinesProgress(len(batches), config.epochs, every=progress_every),
-        keras.callbacks.CSVLogger(str(out / "log.csv")),
+        checkpoint,
+        StopAtStepBoundary(request),
+        JsonLinesProgress(
+            len(batches), config.epochs, every=progress_every, initial_epoch=epochs_done
+        ),
+        keras.callbacks.CSVLogger(str(out / "log.csv"), append=epochs_done > 0),
     ]
-    keep_best = _KeepBest(network, best_path, "val_dice") if validation is not None else None
-    if keep_best is not None:
-        callbacks.append(keep_best)
+    keep_best = None
+    if validation is not None:
+        keep_best = _KeepBest(network, best_path, "val_dice")
+        keep_best.best = previous_best
+        callbacks.insert(0, keep_best)
     started = time.perf_counter()
-    history = trainer.fit(
-        batches,
-        validation_data=validation,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        verbose=0,
-    ).history
+    with stop_on_signals(request):
+        history = trainer.fit(
+            batches,
+            validation_data=validation,
+            epochs=config.epochs,
+            initial_epoch=epochs_done,
+            callbacks=callbacks,
+            verbose=0,
+        ).history
     seconds = time.perf_counter() - started
+    history = {k: [float(v) for v in vs] for k, vs in history.items()}
+    best = max(
+        [v for v in (previous_best, keep_best and keep_best.best) if v is not None], default=None
+    )
+    if request.requested:
+        emit(
+            "stopped",
+            signal=request.signal,
+            checkpoint=str(resume_dir),
+            epochs_done=checkpoint_epochs(resume_dir),
+            hint="run the same command again to resume from the last finished epoch",
+        )
+        return RunResult(None, None, best, history, stopped=True)
 
     model_path = out / f"{config.model}.keras"
     if keep_best is not None and keep_best.best_weights is not None:
         network.set_weights(keep_best.best_weights)
+    elif best_path.exists():  # the best epoch came before a resume
+        network.set_weights(keras.saving.load_model(best_path, compile=False).get_weights())
     with atomic_path(model_path) as tmp:
         network.save(tmp)
-    best = max(history["val_dice"]) if "val_dice" in history else None
-    card = model_card(config, sites, teacher, history, best, seconds, len(batches))
+    steps = int(keras.ops.convert_to_numpy(trainer.optimizer.iterations))
+    card = model_card(config, sites, teacher, history, best, seconds, len(batches), steps)
     card_path = out / f"{config.model}.json"
     with atomic_path(card_path) as tmp:
         tmp.write_text(json.dumps(card, indent=2))
+    shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing left to resume
     emit("artifact", kind="model", path=str(model_path), card=str(card_path))
-    emit("done", best_val_dice=best, seconds=round(seconds, 1))
-    return RunResult(
-        model_path, card_path, best, {k: [float(v) for v in vs] for k, vs in history.items()}
-    )
+    emit("done", best_val_dice=best, seconds=round(seconds, 1), optimizer_steps=steps)
+    return RunResult(model_path, card_path, best, history)
+
+
+def _resume(
+    trainer: keras.Model, batches: SliceDataset, folder: Path, identity: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Load the checkpoint in ``folder`` into ``trainer`` if there is one."""
+    if not (folder / STATE).exists():
+        return None
+    # Variables created on first use (KMM adapters, affinity weights) must exist to be loaded.
+    x, y = batches[0]
+    trainer.compute_loss(x[:2], y[:2], trainer(x[:2], training=False), training=False)
+    trainer.reset_metrics()
+    state = load_state(trainer, folder, identity)
+    if state is not None:
+        emit("resumed", epochs_done=state["epochs_done"], checkpoint=str(folder))
+    return state
+
+
+def checkpoint_epochs(folder: Path) -> int:
+    """Epochs recorded in the checkpoint of ``folder`` (0 when there is none)."""
+    state = folder / STATE
+    return int(json.loads(state.read_text())["epochs_done"]) if state.exists() else 0
+
+
+def _truncate_log(path: Path, epochs: int) -> None:
+    """Keep the CSV header and the rows of the ``epochs`` finished epochs (a stopped run may
+    have logged its cut-short epoch, which the resumed run does again)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(lines[: epochs + 1]))
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def model_card(
@@ -214,6 +295,7 @@ def model_card(
     best_val_dice: float | None,
     seconds: float,
     steps_per_epoch: int,
+    optimizer_steps: int,
 ) -> dict[str, Any]:
     """What a trained model is and how it was made: travels with the ``.keras`` and ONNX."""
     distillation = config.distillation
@@ -244,7 +326,11 @@ def model_card(
             "final": {k: float(np.asarray(v[-1])) for k, v in history.items()},
         },
         "training": config.to_json()
-        | {"seconds": round(seconds, 1), "steps_per_epoch": steps_per_epoch},
+        | {
+            "seconds": round(seconds, 1),
+            "steps_per_epoch": steps_per_epoch,
+            "optimizer_steps": optimizer_steps,
+        },
         "software": {
             "napari_kdseg": __version__,
             "keras": keras.__version__,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,66 @@ def test_teacher_grid_mismatch_is_explained(phantom: Path, teacher: Path, tmp_pa
     config = TrainConfig(**{**TINY.__dict__, "preprocess": PreprocessConfig(size=48, context=3)})
     with pytest.raises(ValueError, match=r"teacher takes inputs \(32, 32, 3\)"):
         distill(discover(phantom), ["A"], config, teacher, tmp_path)
+
+
+def _events(lines: list[str]) -> list[dict]:
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def test_cancelled_distillation_resumes_with_the_same_step_count(
+    phantom: Path, teacher: Path, tmp_path: Path
+) -> None:
+    """SIGTERM mid-run stops at a step boundary; the same command resumes and finishes."""
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "napari_kdseg.cli",
+        "distill",
+        str(phantom),
+        "--teacher",
+        str(teacher),
+        "--model",
+        "espnet",
+        "--width",
+        "0.125",
+        "--size",
+        "32",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    for line in process.stdout:
+        seen.append(line)
+        if '"event": "epoch"' in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    seen += process.stdout.readlines()
+    assert process.wait(timeout=600) == 3
+    first = _events(seen)
+    assert first[-1]["event"] == "stopped"
+    steps_per_epoch = first[0]["steps_per_epoch"]
+    done = first[-1]["epochs_done"]
+    assert 1 <= done < 3
+    assert not (out / "espnet.keras").exists(), "a cancelled run leaves no final model"
+
+    resumed = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    second = _events(resumed.stdout.splitlines())
+    assert second[0] == {**second[0], "event": "resumed", "epochs_done": done}
+    assert [e["epoch"] for e in second if e["event"] == "epoch"] == list(range(done + 1, 4))
+    card = json.loads((out / "espnet.json").read_text())
+    assert card["training"]["optimizer_steps"] == 3 * steps_per_epoch
+    assert not (out / "resume").exists()
+    with (out / "log.csv").open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
