@@ -141,6 +141,15 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multi-worker"),
+        default="default",
+        help="tf.distribute: one device, every local GPU, or machines in TF_CONFIG",
+    )
+    parser.add_argument(
+        "--mixed-precision", action="store_true", help="mixed_float16 (GPUs with tensor cores)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -263,7 +272,15 @@ def _train(args: argparse.Namespace) -> int:
     from napari_kdseg.training.run import train
 
     config, sites, dataset = _train_config(args)
-    result = train(dataset, sites, config, args.out, PreprocessCache(args.cache_dir))
+    result = train(
+        dataset,
+        sites,
+        config,
+        args.out,
+        PreprocessCache(args.cache_dir),
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
+    )
     return EXIT_STOPPED if result.stopped else EXIT_OK
 
 
@@ -282,7 +299,14 @@ def _distill(args: argparse.Namespace) -> int:
     distillation = distillation.only(args.losses)
     config = dataclasses.replace(config, distillation=distillation)
     result = distill(
-        dataset, sites, config, args.teacher, args.out, PreprocessCache(args.cache_dir)
+        dataset,
+        sites,
+        config,
+        args.teacher,
+        args.out,
+        PreprocessCache(args.cache_dir),
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
     )
     return EXIT_STOPPED if result.stopped else EXIT_OK
 

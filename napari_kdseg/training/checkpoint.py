@@ -126,7 +126,7 @@ def load_state(trainer: keras.Model, folder: Path, config: dict[str, Any]) -> di
             f"{folder}: holds a checkpoint of a run with another configuration; "
             "use another output folder, or delete it to start over"
         )
-    if not trainer.optimizer.built:
+    if not trainer.optimizer.built:  # its slots must exist to receive the saved state
         trainer.optimizer.build(trainer.trainable_variables)
     trainer.load_weights(folder / WEIGHTS)
     return state

@@ -52,12 +52,15 @@ class Distiller(keras.Model):
         self.teacher = with_features(teacher, sorted({t for _, t in pairs}))
         self.student = student
         self.student_features = with_features(student, sorted({s for s, _ in pairs}))
-        self.adapters = [
-            KernelMatrixAdapter(
+        self.adapters = []
+        for s, t in pairs:
+            adapter = KernelMatrixAdapter(
                 teacher_channels=int(self.teacher.output[t].shape[-1]), name=f"kmm_{s}_to_{t}"
             )
-            for s, t in pairs
-        ]
+            # Built now, not on first use: an optimizer built before the first step (always
+            # under tf.distribute) must already see every trainable variable.
+            adapter.build(self.student_features.output[s].shape, self.teacher.output[t].shape)
+            self.adapters.append(adapter)
         num_classes = int(student.output.shape[-1])
         if int(teacher.output.shape[-1]) != num_classes:
             raise ValueError(
@@ -74,6 +77,7 @@ class Distiller(keras.Model):
             name: keras.metrics.Mean(name=name) for name in ("loss", "segmentation", *self.lambdas)
         }
         self.dice = ForegroundDice()
+        self.built = True  # every variable exists: the networks are built, the adapters above
 
     def call(self, inputs: Any, training: bool = False) -> dict[str, Any]:
         student = self.student_features(inputs, training=training)

@@ -39,8 +39,10 @@ class JsonLinesProgress(keras.callbacks.Callback):
         every: int = 10,
         stream: TextIO | None = None,
         initial_epoch: int = 0,
+        placement: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.placement = placement or {}
         self.steps_per_epoch = steps_per_epoch
         self.epochs = epochs
         self.initial_epoch = initial_epoch
@@ -58,6 +60,7 @@ class JsonLinesProgress(keras.callbacks.Callback):
             epochs=self.epochs,
             steps_per_epoch=self.steps_per_epoch,
             initial_epoch=self.initial_epoch,
+            **self.placement,
             backend=keras.backend.backend(),
             device=_device(),
         )

@@ -36,6 +36,7 @@ from napari_kdseg.training.checkpoint import (
 )
 from napari_kdseg.training.config import TrainConfig
 from napari_kdseg.training.distiller import Distiller
+from napari_kdseg.training.distribute import strategy_scope
 from napari_kdseg.training.metrics import ForegroundDice
 from napari_kdseg.training.progress import JsonLinesProgress, emit
 from napari_kdseg.training.schedule import CyclicLearningRate
@@ -76,15 +77,22 @@ def train(
     out: Path,
     cache: PreprocessCache | None = None,
     progress_every: int = 10,
+    strategy: str = "default",
+    mixed_precision: bool = False,
 ) -> RunResult:
     """Train ``config.model`` alone on ``sites`` (a teacher, or a student baseline)."""
-    model = _build(config)
-    model.compile(
-        optimizer=_optimizer(config),
-        loss=SegmentationLoss(kind=config.segmentation_loss),
-        metrics=[ForegroundDice()],
-    )
-    return _fit(model, model, dataset, sites, config, out, cache, progress_every, teacher=None)
+    with strategy_scope(strategy, mixed_precision) as replicas:
+        model = _build(config)
+        model.compile(
+            optimizer=_optimizer(config),
+            loss=SegmentationLoss(kind=config.segmentation_loss),
+            metrics=[ForegroundDice()],
+        )
+        _build_optimizer(model)
+        placement = _placement(strategy, replicas, mixed_precision)
+        return _fit(
+            model, model, dataset, sites, config, out, cache, progress_every, None, placement
+        )
 
 
 def distill(
@@ -95,23 +103,51 @@ def distill(
     out: Path,
     cache: PreprocessCache | None = None,
     progress_every: int = 10,
+    strategy: str = "default",
+    mixed_precision: bool = False,
 ) -> RunResult:
     """Train the student ``config.model`` from the teacher in ``teacher_path`` (eq. 8)."""
-    teacher = keras.saving.load_model(teacher_path, compile=False)
-    expected = (config.preprocess.size, config.preprocess.size, config.preprocess.context)
-    if tuple(teacher.input_shape[1:]) != expected:
-        raise ValueError(
-            f"{teacher_path}: teacher takes inputs {tuple(teacher.input_shape[1:])}, but this "
-            f"run feeds {expected} (size, size, context); train both at the same grid"
+    with strategy_scope(strategy, mixed_precision) as replicas:
+        teacher = keras.saving.load_model(teacher_path, compile=False)
+        expected = (config.preprocess.size, config.preprocess.size, config.preprocess.context)
+        if tuple(teacher.input_shape[1:]) != expected:
+            raise ValueError(
+                f"{teacher_path}: teacher takes inputs {tuple(teacher.input_shape[1:])}, but "
+                f"this run feeds {expected} (size, size, context); train both at the same grid"
+            )
+        student = _build(config)
+        distiller = Distiller(
+            teacher, student, config.distillation, SegmentationLoss(kind=config.segmentation_loss)
         )
-    student = _build(config)
-    distiller = Distiller(
-        teacher, student, config.distillation, SegmentationLoss(kind=config.segmentation_loss)
-    )
-    distiller.compile(optimizer=_optimizer(config))
-    return _fit(
-        distiller, student, dataset, sites, config, out, cache, progress_every, teacher=teacher_path
-    )
+        distiller.compile(optimizer=_optimizer(config))
+        _build_optimizer(distiller)
+        placement = _placement(strategy, replicas, mixed_precision)
+        return _fit(
+            distiller,
+            student,
+            dataset,
+            sites,
+            config,
+            out,
+            cache,
+            progress_every,
+            teacher_path,
+            placement,
+        )
+
+
+def _build_optimizer(trainer: keras.Model) -> None:
+    """Create the optimizer's slots eagerly, before ``fit`` traces its first step.
+
+    Keras 3 on TensorFlow otherwise creates them inside the traced step, which then traces
+    twice: measured, this halves the first epoch (ENet 40 s to 21 s at 32 x 32 on 2 cores).
+    """
+    trainer.optimizer.build(trainer.trainable_variables)
+
+
+def _placement(strategy: str, replicas: int, mixed_precision: bool) -> dict[str, Any]:
+    """How the run is spread over devices; recorded in the model card and the start event."""
+    return {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision}
 
 
 def _build(config: TrainConfig) -> keras.Model:
@@ -165,6 +201,7 @@ def _fit(
     cache: PreprocessCache | None,
     progress_every: int,
     teacher: Path | None,
+    placement: dict[str, Any],
 ) -> RunResult:
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
@@ -187,7 +224,7 @@ def _fit(
     resume_dir = out / "resume"
     identity = {"train": config.to_json(), "sites": sites, "teacher": _str_or_none(teacher)}
     request = StopRequest()
-    state = _resume(trainer, batches, resume_dir, identity)
+    state = _resume(trainer, resume_dir, identity)
     epochs_done = state["epochs_done"] if state else 0
     previous_best = state["best_val_dice"] if state else None
     checkpoint = EpochCheckpoint(resume_dir, identity)
@@ -199,7 +236,11 @@ def _fit(
         checkpoint,
         StopAtStepBoundary(request),
         JsonLinesProgress(
-            len(batches), config.epochs, every=progress_every, initial_epoch=epochs_done
+            len(batches),
+            config.epochs,
+            every=progress_every,
+            initial_epoch=epochs_done,
+            placement=placement,
         ),
         keras.callbacks.CSVLogger(str(out / "log.csv"), append=epochs_done > 0),
     ]
@@ -242,6 +283,7 @@ def _fit(
         network.save(tmp)
     steps = int(keras.ops.convert_to_numpy(trainer.optimizer.iterations))
     card = model_card(config, sites, teacher, history, best, seconds, len(batches), steps)
+    card["training"]["placement"] = placement
     card_path = out / f"{config.model}.json"
     with atomic_path(card_path) as tmp:
         tmp.write_text(json.dumps(card, indent=2))
@@ -251,16 +293,10 @@ def _fit(
     return RunResult(model_path, card_path, best, history)
 
 
-def _resume(
-    trainer: keras.Model, batches: SliceDataset, folder: Path, identity: dict[str, Any]
-) -> dict[str, Any] | None:
+def _resume(trainer: keras.Model, folder: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     """Load the checkpoint in ``folder`` into ``trainer`` if there is one."""
     if not (folder / STATE).exists():
         return None
-    # Variables created on first use (KMM adapters, affinity weights) must exist to be loaded.
-    x, y = batches[0]
-    trainer.compute_loss(x[:2], y[:2], trainer(x[:2], training=False), training=False)
-    trainer.reset_metrics()
     state = load_state(trainer, folder, identity)
     if state is not None:
         emit("resumed", epochs_done=state["epochs_done"], checkpoint=str(folder))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -201,3 +202,49 @@ def test_cancelled_distillation_resumes_with_the_same_step_count(
     assert not (out / "resume").exists()
     with (out / "log.csv").open() as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
+
+
+def test_mirrored_strategy_over_two_logical_cpus(
+    phantom: Path, teacher: Path, tmp_path: Path
+) -> None:
+    """The multi-device path: MirroredStrategy with the CPU split into two logical devices."""
+    command = [
+        sys.executable,
+        "-m",
+        "napari_kdseg.cli",
+        "distill",
+        str(phantom),
+        "--teacher",
+        str(teacher),
+        "--model",
+        "espnet",
+        "--width",
+        "0.125",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--strategy",
+        "mirrored",
+        "--out",
+        str(tmp_path / "run"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    environment = {**os.environ, "KDSEG_LOGICAL_CPUS": "2"}
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = _events(result.stdout.splitlines())
+    assert events[0]["strategy"] == "mirrored"
+    assert events[0]["replicas"] == 2
+    epoch = next(e for e in events if e["event"] == "epoch")
+    for term in ("loss", "segmentation", "logits", "kernel_matrix", "affinity"):
+        assert np.isfinite(epoch[term]), term
+    card = json.loads((tmp_path / "run" / "espnet.json").read_text())
+    assert card["training"]["placement"] == {
+        "strategy": "mirrored",
+        "replicas": 2,
+        "mixed_precision": False,
+    }
