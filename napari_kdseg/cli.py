@@ -150,6 +150,9 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mixed-precision", action="store_true", help="mixed_float16 (GPUs with tensor cores)"
     )
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also write TensorBoard logs to OUT/tensorboard"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -259,6 +262,7 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[str], Dat
             "width": args.width,
             "learning_rate": args.learning_rate,
             "seed": args.seed,
+            "tensorboard": args.tensorboard or None,
         }.items()
         if value is not None
     }

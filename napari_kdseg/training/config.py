@@ -71,6 +71,7 @@ class TrainConfig:
     validation_fraction: float = 0.2
     seed: int = 0
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

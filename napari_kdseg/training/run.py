@@ -244,6 +244,8 @@ def _fit(
         ),
         keras.callbacks.CSVLogger(str(out / "log.csv"), append=epochs_done > 0),
     ]
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
     keep_best = None
     if validation is not None:
         keep_best = _KeepBest(network, best_path, "val_dice")

@@ -75,3 +75,25 @@ def test_foreground_dice_pools_over_batches() -> None:
     metric.reset_state()
     metric.update_state(np.zeros((1, 4, 4), np.int32), np.zeros((1, 4, 4, 2), np.float32))
     assert float(metric.result()) == 1.0
+
+
+def test_distiller_under_mixed_precision_keeps_float32_losses() -> None:
+    from napari_kdseg.losses import SegmentationLoss
+    from napari_kdseg.models import build_model
+    from napari_kdseg.training.distiller import Distiller
+    from napari_kdseg.training.distribute import strategy_scope
+
+    with strategy_scope("default", mixed_precision=True) as replicas:
+        assert replicas == 1
+        assert keras.config.dtype_policy().name == "mixed_float16"
+        teacher = build_model("unetpp", (32, 32, 3), 2, 0.125)
+        student = build_model("enet", (32, 32, 3), 2, 0.125)
+        distiller = Distiller(teacher, student, DistillationConfig(), SegmentationLoss())
+        x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+        y = np.zeros((2, 32, 32), np.int32)
+        outputs = distiller(x, training=True)
+        assert outputs["logits"].dtype == "float32"
+        loss = distiller.compute_loss(x, y, outputs)
+    assert keras.config.dtype_policy().name == "float32", "the policy is restored"
+    assert loss.dtype == "float32"
+    assert np.isfinite(float(loss))
