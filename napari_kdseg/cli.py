@@ -296,9 +296,9 @@ def _distill(args: argparse.Namespace) -> int:
     from napari_kdseg.training.run import distill
 
     config, sites, dataset = _train_config(args)
-    weights = dict(zip(LOSS_NAMES, args.lambdas, strict=True)) if args.lambdas else None
     distillation = config.distillation
-    if weights:
+    if args.lambdas:
+        weights = dict(zip(LOSS_NAMES, args.lambdas, strict=True))
         distillation = dataclasses.replace(distillation, lambdas=weights)
     distillation = distillation.only(args.losses)
     config = dataclasses.replace(config, distillation=distillation)

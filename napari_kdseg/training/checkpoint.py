@@ -130,3 +130,9 @@ def load_state(trainer: keras.Model, folder: Path, config: dict[str, Any]) -> di
         trainer.optimizer.build(trainer.trainable_variables)
     trainer.load_weights(folder / WEIGHTS)
     return state
+
+
+def checkpoint_epochs(folder: Path) -> int:
+    """Epochs recorded in the checkpoint of ``folder`` (0 when there is none)."""
+    state = folder / STATE
+    return int(json.loads(state.read_text())["epochs_done"]) if state.exists() else 0

@@ -27,10 +27,10 @@ from napari_kdseg.data.pipeline import SliceDataset
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.models import build_model
 from napari_kdseg.training.checkpoint import (
-    STATE,
     EpochCheckpoint,
     StopAtStepBoundary,
     StopRequest,
+    checkpoint_epochs,
     load_state,
     stop_on_signals,
 )
@@ -224,7 +224,9 @@ def _fit(
     resume_dir = out / "resume"
     identity = {"train": config.to_json(), "sites": sites, "teacher": _str_or_none(teacher)}
     request = StopRequest()
-    state = _resume(trainer, resume_dir, identity)
+    state = load_state(trainer, resume_dir, identity)
+    if state is not None:
+        emit("resumed", epochs_done=state["epochs_done"], checkpoint=str(resume_dir))
     epochs_done = state["epochs_done"] if state else 0
     previous_best = state["best_val_dice"] if state else None
     checkpoint = EpochCheckpoint(resume_dir, identity)
@@ -293,22 +295,6 @@ def _fit(
     emit("artifact", kind="model", path=str(model_path), card=str(card_path))
     emit("done", best_val_dice=best, seconds=round(seconds, 1), optimizer_steps=steps)
     return RunResult(model_path, card_path, best, history)
-
-
-def _resume(trainer: keras.Model, folder: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """Load the checkpoint in ``folder`` into ``trainer`` if there is one."""
-    if not (folder / STATE).exists():
-        return None
-    state = load_state(trainer, folder, identity)
-    if state is not None:
-        emit("resumed", epochs_done=state["epochs_done"], checkpoint=str(folder))
-    return state
-
-
-def checkpoint_epochs(folder: Path) -> int:
-    """Epochs recorded in the checkpoint of ``folder`` (0 when there is none)."""
-    state = folder / STATE
-    return int(json.loads(state.read_text())["epochs_done"]) if state.exists() else 0
 
 
 def _truncate_log(path: Path, epochs: int) -> None:
