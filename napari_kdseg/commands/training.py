@@ -1,0 +1,149 @@
+"""Training commands: ``kdseg train`` (a teacher or a student baseline) and ``kdseg distill``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
+
+if TYPE_CHECKING:
+    from napari_kdseg.data.datasets import Dataset
+    from napari_kdseg.training.config import TrainConfig
+
+
+def register(commands: Subcommands) -> None:
+    train = commands.add_parser(
+        "train", help="train a teacher, or a student baseline, on chosen sites"
+    )
+    _training_arguments(train)
+    train.set_defaults(run=_train)
+
+    distill = commands.add_parser(
+        "distill", help="train a student from a trained teacher (.keras) with AAM/KMM/LM"
+    )
+    _training_arguments(distill)
+    distill.add_argument("--teacher", type=Path, required=True, help="trained teacher .keras")
+    distill.add_argument(
+        "--losses",
+        nargs="+",
+        choices=("logits", "kernel_matrix", "affinity"),
+        default=["logits", "kernel_matrix", "affinity"],
+        help="distillation losses to switch on (default all three, as the paper)",
+    )
+    distill.add_argument(
+        "--lambdas",
+        nargs=3,
+        type=float,
+        metavar=("LM", "KMM", "AAM"),
+        help="weights of the logits, kernel-matrix and affinity losses (default 0.2 0.9 0.9)",
+    )
+    distill.set_defaults(run=_distill)
+
+
+def _training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", type=Path, help="dataset root or site folder")
+    parser.add_argument("--sites", nargs="+", help="training sites (default: all)")
+    parser.add_argument("--exclude", nargs="+", default=[], help="sites to leave out (target)")
+    parser.add_argument("--model", default=None, help="architecture (default enet)")
+    parser.add_argument(
+        "--preset",
+        choices=("paper", "cpu"),
+        default="cpu",
+        help="paper: full width, 384, 100 epochs; cpu: quarter width, 96, 6 epochs (default)",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--size", type=int, help="model grid (square)")
+    parser.add_argument("--width", type=float, help="channel width multiplier")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multi-worker"),
+        default="default",
+        help="tf.distribute: one device, every local GPU, or machines in TF_CONFIG",
+    )
+    parser.add_argument(
+        "--mixed-precision", action="store_true", help="mixed_float16 (GPUs with tensor cores)"
+    )
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also write TensorBoard logs to OUT/tensorboard"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[str], Dataset]:
+    import dataclasses
+
+    from napari_kdseg.data.datasets import discover
+    from napari_kdseg.training.config import PRESETS
+
+    dataset = discover(args.dataset)
+    sites = [s for s in (args.sites or dataset.site_names) if s not in args.exclude]
+    for site in sites:
+        dataset.site(site)  # an unknown site is named with the list of known ones
+    if not sites:
+        raise ValueError("no training sites left after --exclude")
+    config = PRESETS[args.preset](args.model or "enet")
+    overrides = {
+        key: value
+        for key, value in {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "width": args.width,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+            "tensorboard": args.tensorboard or None,
+        }.items()
+        if value is not None
+    }
+    if args.size is not None:
+        overrides["preprocess"] = dataclasses.replace(config.preprocess, size=args.size)
+    return dataclasses.replace(config, **overrides), sites, dataset
+
+
+def _train(args: argparse.Namespace) -> int:
+    from napari_kdseg.data.cache import PreprocessCache
+    from napari_kdseg.training.run import train
+
+    config, sites, dataset = _train_config(args)
+    result = train(
+        dataset,
+        sites,
+        config,
+        args.out,
+        PreprocessCache(args.cache_dir),
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
+    )
+    return EXIT_STOPPED if result.stopped else EXIT_OK
+
+
+def _distill(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from napari_kdseg.data.cache import PreprocessCache
+    from napari_kdseg.training.config import LOSS_NAMES
+    from napari_kdseg.training.run import distill
+
+    config, sites, dataset = _train_config(args)
+    distillation = config.distillation
+    if args.lambdas:
+        weights = dict(zip(LOSS_NAMES, args.lambdas, strict=True))
+        distillation = dataclasses.replace(distillation, lambdas=weights)
+    distillation = distillation.only(args.losses)
+    config = dataclasses.replace(config, distillation=distillation)
+    result = distill(
+        dataset,
+        sites,
+        config,
+        args.teacher,
+        args.out,
+        PreprocessCache(args.cache_dir),
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
+    )
+    return EXIT_STOPPED if result.stopped else EXIT_OK
