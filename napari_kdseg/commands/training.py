@@ -47,19 +47,7 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sites", nargs="+", help="training sites (default: all)")
     parser.add_argument("--exclude", nargs="+", default=[], help="sites to leave out (target)")
     parser.add_argument("--model", default=None, help="architecture (default enet)")
-    parser.add_argument(
-        "--preset",
-        choices=("paper", "cpu"),
-        default="cpu",
-        help="paper: full width, 384, 100 epochs; cpu: quarter width, 96, 6 epochs (default)",
-    )
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--size", type=int, help="model grid (square)")
-    parser.add_argument("--width", type=float, help="channel width multiplier")
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--cache-dir", type=Path)
+    add_config_arguments(parser)
     parser.add_argument(
         "--strategy",
         choices=("default", "mirrored", "multi-worker"),
@@ -75,19 +63,30 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
-def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[str], Dataset]:
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The preset and the settings that override it (shared by training and the grids)."""
+    parser.add_argument(
+        "--preset",
+        choices=("paper", "cpu"),
+        default="cpu",
+        help="paper: full width, 384, 100 epochs; cpu: quarter width, 96, 6 epochs (default)",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--size", type=int, help="model grid (square)")
+    parser.add_argument("--width", type=float, help="channel width multiplier")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--cache-dir", type=Path)
+
+
+def config_from_arguments(args: argparse.Namespace, model: str) -> TrainConfig:
+    """The chosen preset for ``model`` with the given overrides applied."""
     import dataclasses
 
-    from napari_kdseg.data.datasets import discover
     from napari_kdseg.training.config import PRESETS
 
-    dataset = discover(args.dataset)
-    sites = [s for s in (args.sites or dataset.site_names) if s not in args.exclude]
-    for site in sites:
-        dataset.site(site)  # an unknown site is named with the list of known ones
-    if not sites:
-        raise ValueError("no training sites left after --exclude")
-    config = PRESETS[args.preset](args.model or "enet")
+    config = PRESETS[args.preset](model)
     overrides = {
         key: value
         for key, value in {
@@ -96,13 +95,25 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[str], Dat
             "width": args.width,
             "learning_rate": args.learning_rate,
             "seed": args.seed,
-            "tensorboard": args.tensorboard or None,
+            "tensorboard": getattr(args, "tensorboard", False) or None,
         }.items()
         if value is not None
     }
     if args.size is not None:
         overrides["preprocess"] = dataclasses.replace(config.preprocess, size=args.size)
-    return dataclasses.replace(config, **overrides), sites, dataset
+    return dataclasses.replace(config, **overrides)
+
+
+def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[str], Dataset]:
+    from napari_kdseg.data.datasets import discover
+
+    dataset = discover(args.dataset)
+    sites = [s for s in (args.sites or dataset.site_names) if s not in args.exclude]
+    for site in sites:
+        dataset.site(site)  # an unknown site is named with the list of known ones
+    if not sites:
+        raise ValueError("no training sites left after --exclude")
+    return config_from_arguments(args, args.model or "enet"), sites, dataset
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -1,0 +1,164 @@
+"""Evaluation commands: ``kdseg evaluate`` (one model), ``kdseg loso`` (the paper's Table 2)
+and ``kdseg ablate`` (its Table 4)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
+from napari_kdseg.commands.training import add_config_arguments, config_from_arguments
+
+if TYPE_CHECKING:
+    from napari_kdseg.evaluation.evaluate import CaseResult, Evaluation
+    from napari_kdseg.evaluation.protocol import Cell
+
+
+def register(commands: Subcommands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="per-case and per-site Dice, HD95 and ASD of a trained model on chosen sites",
+    )
+    evaluate.add_argument("model", type=Path, help="trained model (.keras with its card, or .onnx)")
+    evaluate.add_argument("dataset", type=Path, help="dataset root or site folder")
+    evaluate.add_argument("--sites", nargs="+", help="sites to score (default all)")
+    evaluate.add_argument("--tta", action="store_true", help="average over in-plane flips")
+    evaluate.add_argument("--cache-dir", type=Path)
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.set_defaults(run=_evaluate)
+
+    loso = commands.add_parser(
+        "loso",
+        help="Table 2: per target site, teachers and students (w/o and w/ distillation) "
+        "trained on the other sites and scored on it",
+    )
+    _grid_arguments(loso)
+    loso.add_argument(
+        "--teachers", nargs="+", default=["deeplabv3plus", "unetpp"], help="teacher models"
+    )
+    loso.add_argument(
+        "--students", nargs="+", default=["enet", "espnet", "erfnet"], help="student models"
+    )
+    loso.set_defaults(run=_loso)
+
+    ablate = commands.add_parser(
+        "ablate",
+        help="Table 4: a student with every combination of LM, AAM and KMM, per target site",
+    )
+    _grid_arguments(ablate)
+    ablate.add_argument("--teacher", default="deeplabv3plus", help="teacher (paper: DeepLabV3+)")
+    ablate.add_argument("--student", default="enet", help="student (paper: ENet)")
+    ablate.set_defaults(run=_ablate)
+
+
+def _grid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", type=Path, help="dataset root with two or more site folders")
+    parser.add_argument("--targets", nargs="+", help="target sites (default every site)")
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="grid folder; running again skips finished cells and resumes the rest",
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from napari_kdseg.data.cache import PreprocessCache
+    from napari_kdseg.data.datasets import discover
+    from napari_kdseg.evaluation.evaluate import evaluate_model
+    from napari_kdseg.inference.model import load_model
+
+    dataset = discover(args.dataset)
+    for site in args.sites or []:
+        dataset.site(site)
+    model = load_model(args.model)
+    on_case = None if args.json else _print_case
+    if on_case is not None:
+        print(f"{'site':<8}{'case':<14}{'Dice':>7}{'HD95 mm':>10}{'ASD mm':>9}{'s':>7}")
+    evaluation = evaluate_model(
+        model, dataset, args.sites, PreprocessCache(args.cache_dir), args.tta, on_case
+    )
+    if args.json:
+        print(json.dumps(evaluation.to_json(), indent=2))
+    else:
+        print(format_summary(evaluation))
+    return EXIT_OK
+
+
+def _print_case(result: CaseResult) -> None:
+    scores = result.scores
+    print(
+        f"{result.site:<8}{result.case:<14}{scores.dice:>7.3f}{_mm(scores.hd95):>10}"
+        f"{_mm(scores.asd):>9}{result.seconds:>7.1f}",
+        flush=True,
+    )
+
+
+def _mm(value: float | None) -> str:
+    return "undef." if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def format_summary(evaluation: Evaluation) -> str:
+    """Per-site and overall mean ± std of each metric."""
+    lines = ["", f"{'site':<8}{'cases':>6}{'Dice':>16}{'HD95 mm':>16}{'ASD mm':>16}"]
+    summaries = [(site, evaluation.site_summary(site)) for site in evaluation.sites]
+    summaries.append(("all", evaluation.overall()))
+    for site, summary in summaries:
+        cells = []
+        for metric in ("dice", "hd95", "asd"):
+            part = summary[metric]
+            text = "–" if part["mean"] is None else f"{part['mean']:.3f} ± {part['std']:.3f}"
+            if part["undefined"]:
+                text += f" ({part['undefined']} undef.)"
+            cells.append(f"{text:>16}")
+        lines.append(f"{site:<8}{summary['dice']['n']:>6}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _loso(args: argparse.Namespace) -> int:
+    from napari_kdseg.evaluation.protocol import check_models, loso_cells
+
+    check_models(args.teachers, args.students)
+    return _run_grid(args, lambda targets: loso_cells(targets, args.teachers, args.students))
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from napari_kdseg.evaluation.protocol import ablation_cells, check_models
+
+    check_models([args.teacher], [args.student])
+    return _run_grid(args, lambda targets: ablation_cells(targets, args.teacher, args.student))
+
+
+def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[Cell]]) -> int:
+    from napari_kdseg.data.cache import PreprocessCache
+    from napari_kdseg.data.datasets import discover
+    from napari_kdseg.evaluation.protocol import Grid, GridStopped, check_targets
+    from napari_kdseg.evaluation.report import write_grid_report
+    from napari_kdseg.training.progress import emit
+
+    dataset = discover(args.dataset)
+    targets = args.targets or dataset.site_names
+    check_targets(dataset, targets)
+    grid = Grid(
+        dataset,
+        args.out,
+        config_from_arguments(args, "enet"),
+        PreprocessCache(args.cache_dir),
+        on_event=emit,
+    )
+    cells = make_cells(targets)
+    try:
+        results = grid.run(cells)
+    except GridStopped as stopped:
+        emit("stopped", reason=str(stopped))
+        return EXIT_STOPPED
+    layout = "table2" if args.command == "loso" else "table4"
+    paths = write_grid_report(results, targets, args.out, layout)
+    emit("report", **{name: str(path) for name, path in paths.items()})
+    print(paths["table"].read_text())
+    return EXIT_OK

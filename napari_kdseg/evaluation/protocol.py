@@ -1,0 +1,303 @@
+"""The paper's experimental grids, leave one site out: Table 2 (every teacher-student pair, each
+student without and with distillation) and Table 4 (the ablation of LM, AAM and KMM).
+
+A grid is a list of :class:`Cell` s. A cell trains one model on every site except its target
+(a teacher, a student baseline, or a student distilled from the same target's teacher with
+some of the losses), then scores it on every case of the target site. Each cell lives in its
+own folder and finishes by writing ``result.json`` atomically, so running the same grid again
+skips finished cells, resumes an interrupted training from its last epoch, and only evaluates
+a cell whose model was saved but not yet scored. ``grid.json`` pins the training settings:
+a folder is never silently filled with cells made under different ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.data.cache import PreprocessCache
+from napari_kdseg.data.datasets import Dataset
+from napari_kdseg.data.errors import DatasetError
+from napari_kdseg.evaluation.evaluate import Evaluation
+from napari_kdseg.models.registry import MODEL_NAMES, STUDENTS, TEACHERS
+from napari_kdseg.training.config import LOSS_NAMES, TrainConfig
+
+SHORT_LOSS_NAMES = {"logits": "LM", "affinity": "AAM", "kernel_matrix": "KMM"}
+DISPLAY_NAMES = {
+    "enet": "ENet",
+    "espnet": "ESPNet",
+    "erfnet": "ERFNet",
+    "unetpp": "UNet++",
+    "deeplabv3plus": "DeepLabV3+",
+}
+# The paper's Table 4 rows, in its order.
+ABLATION_LOSSES: tuple[tuple[str, ...], ...] = (
+    ("logits",),
+    ("affinity",),
+    ("kernel_matrix",),
+    ("kernel_matrix", "logits"),
+    ("affinity", "logits"),
+    ("affinity", "kernel_matrix"),
+    ("affinity", "kernel_matrix", "logits"),
+)
+
+
+class GridStopped(Exception):
+    """A cell's training was stopped by a signal; running the grid again resumes it."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model trained without ``target`` and scored on it."""
+
+    target: str
+    model: str
+    teacher: str | None = None
+    losses: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; choose from {MODEL_NAMES}")
+        if self.teacher is not None and self.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.teacher!r}; choose from {TEACHERS}")
+        if bool(self.teacher) != bool(self.losses):
+            raise ValueError("a distilled cell names both its teacher and its losses")
+
+    @property
+    def role(self) -> str:
+        return "teacher" if self.model in TEACHERS else "student"
+
+    @property
+    def variant(self) -> str:
+        """``teacher``, ``w/o`` (student alone) or the losses on, e.g. ``+AAM + KMM + LM``."""
+        if self.role == "teacher":
+            return "teacher"
+        if not self.losses:
+            return "w/o"
+        return "+" + " + ".join(sorted(SHORT_LOSS_NAMES[name] for name in self.losses))
+
+    @property
+    def folder(self) -> Path:
+        if self.teacher is None:
+            return Path(self.target) / self.model
+        short = "-".join(sorted(SHORT_LOSS_NAMES[name] for name in self.losses))
+        return Path(self.target) / f"{self.model}-from-{self.teacher}-{short}"
+
+    def teacher_cell(self) -> Cell | None:
+        return None if self.teacher is None else Cell(self.target, self.teacher)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    evaluation: dict[str, Any]
+    train_seconds: float
+    evaluate_seconds: float
+    model_path: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cell": dataclasses.asdict(self.cell),
+            "evaluation": self.evaluation,
+            "train_seconds": self.train_seconds,
+            "evaluate_seconds": self.evaluate_seconds,
+            "model_path": self.model_path,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CellResult:
+        cell = dict(data["cell"])
+        cell["losses"] = tuple(cell["losses"])
+        return cls(
+            Cell(**cell),
+            data["evaluation"],
+            float(data["train_seconds"]),
+            float(data["evaluate_seconds"]),
+            str(data["model_path"]),
+        )
+
+    def summary(self, metric: str = "dice") -> dict[str, Any]:
+        return dict(self.evaluation["overall"][metric])
+
+
+def loso_cells(
+    targets: Sequence[str], teachers: Sequence[str], students: Sequence[str]
+) -> list[Cell]:
+    """Table 2: per target, each teacher, each student alone, each student from each teacher
+    with all three losses. Teachers come first: their students need them."""
+    cells = []
+    for target in targets:
+        cells += [Cell(target, teacher) for teacher in teachers]
+        for student in students:
+            cells.append(Cell(target, student))
+            cells += [Cell(target, student, teacher, LOSS_NAMES) for teacher in teachers]
+    return cells
+
+
+def ablation_cells(targets: Sequence[str], teacher: str, student: str) -> list[Cell]:
+    """Table 4: the teacher, the student alone and the student with every loss combination."""
+    cells = []
+    for target in targets:
+        cells += [Cell(target, teacher), Cell(target, student)]
+        cells += [Cell(target, student, teacher, losses) for losses in ABLATION_LOSSES]
+    return cells
+
+
+def check_models(teachers: Sequence[str], students: Sequence[str]) -> None:
+    for name in teachers:
+        if name not in TEACHERS:
+            raise ValueError(f"{name!r} is not a teacher; teachers are {', '.join(TEACHERS)}")
+    for name in students:
+        if name not in STUDENTS:
+            raise ValueError(f"{name!r} is not a student; students are {', '.join(STUDENTS)}")
+
+
+def check_targets(dataset: Dataset, targets: Sequence[str]) -> None:
+    """Leave-one-site-out needs the target plus at least one other site to train on."""
+    if len(dataset.site_names) < 2:
+        raise DatasetError(
+            dataset.root,
+            f"leave-one-site-out needs two or more sites, found {len(dataset.site_names)} "
+            f"({', '.join(dataset.site_names) or 'none'}): each target site is scored by a "
+            "model trained on the other sites",
+        )
+    for target in targets:
+        dataset.site(target)  # an unknown site is named with the list of known ones
+
+
+class Grid:
+    """Runs cells of one grid folder with one base training configuration.
+
+    ``base`` gives every setting except the architecture and the distillation losses, which
+    each cell sets. Training runs in this process; ``on_event`` receives progress records.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        out: Path,
+        base: TrainConfig,
+        cache: PreprocessCache | None = None,
+        on_event: Callable[..., None] | None = None,
+    ) -> None:
+        self.dataset, self.out, self.base = dataset, out, base
+        self.cache = cache or PreprocessCache()
+        self.on_event = on_event or (lambda event, **fields: None)
+        self._pin_settings()
+
+    def _pin_settings(self) -> None:
+        settings = {
+            "dataset": str(self.dataset.root),
+            "train": dataclasses.replace(self.base, model="*").to_json(),
+        }
+        settings = json.loads(json.dumps(settings))  # tuples become lists, as when read back
+        pinned = self.out / "grid.json"
+        if pinned.exists():
+            previous = json.loads(pinned.read_text())
+            if previous != settings:
+                changed = sorted(
+                    key
+                    for key in set(previous["train"]) | set(settings["train"])
+                    if previous["train"].get(key) != settings["train"].get(key)
+                )
+                if previous["dataset"] != settings["dataset"]:
+                    changed.insert(0, "dataset")
+                raise ValueError(
+                    f"{pinned}: this folder holds cells trained with other settings "
+                    f"({', '.join(changed)} differ); choose another --out to compare them"
+                )
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(pinned) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2))
+
+    def config_for(self, cell: Cell) -> TrainConfig:
+        distillation = self.base.distillation.only(cell.losses)
+        return dataclasses.replace(self.base, model=cell.model, distillation=distillation)
+
+    def run(self, cells: Sequence[Cell]) -> list[CellResult]:
+        results = []
+        for number, cell in enumerate(cells, start=1):
+            self.on_event(
+                "cell",
+                number=number,
+                cells=len(cells),
+                target=cell.target,
+                model=cell.model,
+                variant=cell.variant,
+                teacher=cell.teacher,
+            )
+            results.append(self.run_cell(cell))
+        return results
+
+    def run_cell(self, cell: Cell) -> CellResult:
+        folder = self.out / cell.folder
+        result_path = folder / "result.json"
+        if result_path.exists():
+            result = CellResult.from_json(json.loads(result_path.read_text()))
+            self.on_event("cell_done", folder=str(folder), skipped=True, **result.summary())
+            return result
+        model_path, train_seconds = self._train(cell, folder)
+        started = time.perf_counter()
+        evaluation = self._evaluate(model_path, cell.target)
+        result = CellResult(
+            cell,
+            evaluation.to_json(),
+            train_seconds,
+            round(time.perf_counter() - started, 1),
+            str(model_path),
+        )
+        with atomic_path(result_path) as tmp:
+            tmp.write_text(json.dumps(result.to_json(), indent=2))
+        self.on_event("cell_done", folder=str(folder), skipped=False, **result.summary())
+        return result
+
+    def _train(self, cell: Cell, folder: Path) -> tuple[Path, float]:
+        """Train the cell's model unless it already finished; returns (model, seconds)."""
+        from napari_kdseg.training.run import distill, train
+
+        model_path = folder / f"{cell.model}.keras"
+        card_path = folder / f"{cell.model}.json"
+        if model_path.exists() and card_path.exists():
+            card = json.loads(card_path.read_text())
+            return model_path, float(card["training"]["seconds"])
+        sites = [site for site in self.dataset.site_names if site != cell.target]
+        config = self.config_for(cell)
+        teacher = cell.teacher_cell()
+        if teacher is None:
+            result = train(self.dataset, sites, config, folder, self.cache)
+        else:
+            teacher_path = self.out / teacher.folder / f"{teacher.model}.keras"
+            if not teacher_path.exists():
+                raise ValueError(
+                    f"{teacher_path}: the teacher of {cell.folder} has not been trained; "
+                    "list its cell first"
+                )
+            result = distill(self.dataset, sites, config, teacher_path, folder, self.cache)
+        _release_backend_memory()
+        if result.stopped or result.model_path is None:
+            raise GridStopped(f"{folder}: training stopped; run the same command to resume")
+        card = json.loads(card_path.read_text())
+        return result.model_path, float(card["training"]["seconds"])
+
+    def _evaluate(self, model_path: Path, target: str) -> Evaluation:
+        from napari_kdseg.evaluation.evaluate import evaluate_model
+        from napari_kdseg.inference.model import load_model
+
+        model = load_model(model_path)
+        evaluation = evaluate_model(model, self.dataset, [target], self.cache)
+        _release_backend_memory()
+        return evaluation
+
+
+def _release_backend_memory() -> None:
+    """Drop the models of a finished cell: a grid trains dozens in one process."""
+    import keras
+
+    keras.backend.clear_session()

@@ -1,0 +1,111 @@
+"""A real (tiny) leave-one-site-out grid: trains, scores, reports, resumes, refuses mixing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from napari_kdseg.cli import main
+from napari_kdseg.data.augment import AugmentConfig
+from napari_kdseg.data.cache import PreprocessCache
+from napari_kdseg.data.datasets import discover
+from napari_kdseg.data.errors import DatasetError
+from napari_kdseg.data.phantom import generate_phantom
+from napari_kdseg.data.preprocess import PreprocessConfig
+from napari_kdseg.evaluation.protocol import Grid, check_targets, loso_cells
+from napari_kdseg.evaluation.report import write_grid_report
+from napari_kdseg.training.config import TrainConfig
+
+TINY = TrainConfig(
+    width=0.125,
+    preprocess=PreprocessConfig(size=32, context=3),
+    epochs=1,
+    batch_size=8,
+    learning_rate=3e-3,
+    cycle_step_size=20,
+    augment=AugmentConfig(),
+    validation_fraction=0.34,
+)
+
+
+@pytest.fixture(scope="module")
+def finished_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list]:
+    root = tmp_path_factory.mktemp("grid")
+    data = generate_phantom(root / "data", cases_per_site=3, size=48, seed=0, sites="AB")
+    grid = Grid(discover(data), root / "out", TINY, PreprocessCache(root / "cache"))
+    results = grid.run(loso_cells(["B"], ["unetpp"], ["enet"]))
+    return data, root, results
+
+
+def test_grid_trains_scores_and_reports(finished_grid: tuple[Path, Path, list]) -> None:
+    _, root, results = finished_grid
+    assert [r.cell.variant for r in results] == ["teacher", "w/o", "+AAM + KMM + LM"]
+    for result in results:
+        assert result.summary()["n"] == 3  # every case of the unseen site B
+        assert 0.0 <= result.summary()["mean"] <= 1.0
+        saved = json.loads((root / "out" / result.cell.folder / "result.json").read_text())
+        assert saved["cell"]["target"] == "B"
+        card = json.loads(Path(result.model_path).with_suffix(".json").read_text())
+        assert card["training_sites"] == ["A"]  # the target never trains
+    distilled_card = json.loads(Path(results[2].model_path).with_suffix(".json").read_text())
+    assert distilled_card["teacher"].endswith("B/unetpp/unetpp.keras")
+    paths = write_grid_report(results, ["B"], root / "out", "table2")
+    assert "| T2: UNet++ |" in paths["table"].read_text()
+
+
+def test_running_again_skips_finished_cells_and_only_scores_unscored_ones(
+    finished_grid: tuple[Path, Path, list],
+) -> None:
+    data, root, results = finished_grid
+    events: list[tuple[str, dict]] = []
+    grid = Grid(
+        discover(data),
+        root / "out",
+        TINY,
+        PreprocessCache(root / "cache"),
+        on_event=lambda event, **fields: events.append((event, fields)),
+    )
+    student = root / "out" / results[1].cell.folder
+    (student / "result.json").unlink()  # as if the process died after training, before scoring
+    model_time = (student / "enet.keras").stat().st_mtime_ns
+    again = grid.run(loso_cells(["B"], ["unetpp"], ["enet"]))
+    done = [fields for event, fields in events if event == "cell_done"]
+    assert [d["skipped"] for d in done] == [True, False, True]
+    assert not any(event == "start" for event, _ in events)  # nothing was trained
+    assert (student / "enet.keras").stat().st_mtime_ns == model_time
+    assert again[1].summary() == results[1].summary()
+
+
+def test_other_settings_in_the_same_folder_are_refused(
+    finished_grid: tuple[Path, Path, list],
+) -> None:
+    data, root, _ = finished_grid
+    with pytest.raises(ValueError, match=r"grid\.json: .*\(epochs differ\)"):
+        Grid(discover(data), root / "out", dataclasses.replace(TINY, epochs=3))
+
+
+def test_one_site_cannot_be_left_out(tmp_path: Path) -> None:
+    data = generate_phantom(tmp_path / "one", cases_per_site=1, size=32, seed=0, sites="C")
+    with pytest.raises(DatasetError, match="needs two or more sites, found 1 \\(C\\)"):
+        check_targets(discover(data), ["C"])
+
+
+def test_evaluate_command_prints_cases_and_sites(
+    finished_grid: tuple[Path, Path, list], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, root, results = finished_grid
+    model = results[0].model_path
+    cache = str(root / "cache")
+    assert main(["evaluate", model, str(data), "--sites", "B", "--cache-dir", cache]) == 0
+    text = capsys.readouterr().out
+    assert "B       Case01" in text
+    assert text.strip().splitlines()[-1].startswith("all")
+    assert main(["evaluate", model, str(data), "--json", "--cache-dir", cache]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(report["sites"]) == ["A", "B"]
+    assert report["overall"]["dice"]["n"] == 6
+    assert main(["evaluate", model, str(data), "--sites", "Z"]) == 2
+    assert "no site named 'Z'" in capsys.readouterr().err
