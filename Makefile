@@ -18,9 +18,9 @@ GUI_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-ra
 
 .PHONY: demo test lint format system-packages
 
+# End to end on the phantom; writes $(DEMO_DIR)/report.md. A second run reuses what finished.
 demo: $(STAMP)
-	$(BIN)/kdseg phantom $(DEMO_DIR)/phantom --cases-per-site 6 --size 128 --seed 0
-	$(BIN)/kdseg info $(DEMO_DIR)/phantom
+	$(BIN)/kdseg demo $(DEMO_DIR)
 
 # Two processes: TensorFlow and a napari canvas cannot share one (tests/conftest.py).
 test: $(STAMP) system-packages

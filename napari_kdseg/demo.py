@@ -40,18 +40,20 @@ class DemoSettings:
     target: str = "B"
     teacher: str = "unetpp"
     student: str = "enet"
-    cases_per_site: int = 5
+    cases_per_site: int = 4
     phantom_size: int = 96
     grid_size: int = 64
-    epochs: int = 8
+    teacher_epochs: int = 6
+    student_epochs: int = 12
     seed: int = 0
 
-    def train_config(self) -> TrainConfig:
-        base = cpu_preset()
+    def train_config(self, role: str) -> TrainConfig:
+        """The CPU preset for ``role`` at the demo's grid size and epochs."""
+        base = cpu_preset(self.teacher if role == "teacher" else self.student)
         return dataclasses.replace(
             base,
             preprocess=dataclasses.replace(base.preprocess, size=self.grid_size),
-            epochs=self.epochs,
+            epochs=self.teacher_epochs if role == "teacher" else self.student_epochs,
             seed=self.seed,
         )
 
@@ -85,7 +87,14 @@ def run_demo(
 
     dataset = discover(data)
     cache = PreprocessCache(out / "cache")
-    grid = Grid(dataset, out / "grid", settings.train_config(), cache, on_event=say)
+    grid = Grid(
+        dataset,
+        out / "grid",
+        settings.train_config("teacher"),
+        settings.train_config("student"),
+        cache,
+        on_event=say,
+    )
     results = []
     for cell in settings.cells():
         started = time.perf_counter()
@@ -138,7 +147,7 @@ def _write_report(
     rows = table2_rows(results)
     teacher, alone, distilled = results
     gain = distilled.summary()["mean"] - alone.summary()["mean"]
-    config = settings.train_config()
+    config = settings.train_config("student")
     lines = [
         "# napari-kdseg demo: distillation on the synthetic multi-site phantom",
         "",
@@ -153,12 +162,12 @@ def _write_report(
     ]
     for metric in METRIC_TITLES:
         lines += [markdown_table(rows, targets, metric), ""]
-    verdict = "improved" if gain > 0 else "did not improve"
     lines += [
-        f"Distillation {verdict} the student's mean Dice on the unseen site by {gain:+.3f} "
+        f"Distillation changed the student's mean Dice on the unseen site by {gain:+.3f} "
         f"({alone.summary()['mean']:.3f} without, {distilled.summary()['mean']:.3f} with); "
         f"the teacher scored {teacher.summary()['mean']:.3f}. This is one small CPU run "
-        f"({settings.epochs} epochs at {settings.grid_size} x {settings.grid_size}, "
+        f"({settings.teacher_epochs} teacher and {settings.student_epochs} student epochs at "
+        f"{settings.grid_size} x {settings.grid_size}, "
         f"{settings.cases_per_site} cases per site): read it as a working pipeline, not as a "
         "reproduction of the paper's numbers.",
         "",
@@ -178,7 +187,14 @@ def _write_report(
         "## Settings",
         "",
         "```json",
-        json.dumps({"demo": dataclasses.asdict(settings), "training": config.to_json()}, indent=2),
+        json.dumps(
+            {
+                "demo": dataclasses.asdict(settings),
+                "teacher training": settings.train_config("teacher").to_json(),
+                "student training": config.to_json(),
+            },
+            indent=2,
+        ),
         "```",
         "",
         "## Wall time",

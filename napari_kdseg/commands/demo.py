@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
@@ -15,13 +16,15 @@ def register(commands: Subcommands) -> None:
         "scored on an unseen site, with a report",
     )
     demo.add_argument("out", type=Path, nargs="?", default=Path("demo"), help="(default ./demo)")
-    demo.add_argument("--target", default="B", help="the unseen site (default B)")
-    demo.add_argument("--teacher", default="unetpp", help="teacher (default unetpp)")
-    demo.add_argument("--student", default="enet", help="student (default enet)")
-    demo.add_argument("--cases-per-site", type=int, default=5)
-    demo.add_argument("--epochs", type=int, default=8)
-    demo.add_argument("--size", type=int, default=64, help="model grid (default 64)")
-    demo.add_argument("--seed", type=int, default=0)
+    # Unset options keep DemoSettings' defaults (B, unetpp, enet, 4 cases, 6 and 12 epochs, 64).
+    demo.add_argument("--target", help="the unseen site")
+    demo.add_argument("--teacher", help="teacher architecture")
+    demo.add_argument("--student", help="student architecture")
+    demo.add_argument("--cases-per-site", type=int)
+    demo.add_argument("--teacher-epochs", type=int)
+    demo.add_argument("--student-epochs", type=int)
+    demo.add_argument("--grid-size", type=int, help="model grid")
+    demo.add_argument("--seed", type=int)
     demo.set_defaults(run=_demo)
 
 
@@ -30,18 +33,17 @@ def _demo(args: argparse.Namespace) -> int:
     from napari_kdseg.evaluation.protocol import GridStopped, check_models
     from napari_kdseg.training.progress import emit
 
-    check_models([args.teacher], [args.student])
-    if args.target not in "ABCDEF" or len(args.target) != 1:
-        raise ValueError(f"--target must be one of the phantom's sites A-F, got {args.target!r}")
-    settings = DemoSettings(
-        target=args.target,
-        teacher=args.teacher,
-        student=args.student,
-        cases_per_site=args.cases_per_site,
-        grid_size=args.size,
-        epochs=args.epochs,
-        seed=args.seed,
-    )
+    chosen = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(DemoSettings)
+        if getattr(args, field.name, None) is not None
+    }
+    settings = DemoSettings(**chosen)
+    check_models([settings.teacher], [settings.student])
+    if settings.target not in "ABCDEF" or len(settings.target) != 1:
+        raise ValueError(
+            f"--target must be one of the phantom's sites A-F, got {settings.target!r}"
+        )
     try:
         report = run_demo(args.out, settings, on_event=emit)
     except GridStopped as stopped:

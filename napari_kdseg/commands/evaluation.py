@@ -4,6 +4,7 @@ and ``kdseg ablate`` (its Table 4)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -59,6 +60,11 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", type=Path, help="dataset root with two or more site folders")
     parser.add_argument("--targets", nargs="+", help="target sites (default every site)")
     add_config_arguments(parser)
+    parser.add_argument(
+        "--student-epochs",
+        type=int,
+        help="epochs for the students (default: the same as the teachers)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -144,10 +150,14 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
     dataset = discover(args.dataset)
     targets = args.targets or dataset.site_names
     check_targets(dataset, targets)
+    student = config_from_arguments(args, "enet")
+    if args.student_epochs is not None:
+        student = dataclasses.replace(student, epochs=args.student_epochs)
     grid = Grid(
         dataset,
         args.out,
-        config_from_arguments(args, "enet"),
+        config_from_arguments(args, "unetpp"),
+        student,
         PreprocessCache(args.cache_dir),
         on_event=emit,
     )

@@ -69,7 +69,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=("paper", "cpu"),
         default="cpu",
-        help="paper: full width, 384, 100 epochs; cpu: quarter width, 96, 6 epochs (default)",
+        help="paper: full width, 384, 100 epochs; cpu: 96, 6 epochs, full-width students and "
+        "quarter-width teachers (default)",
     )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)

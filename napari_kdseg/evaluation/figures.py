@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from napari_kdseg.data.atomic import atomic_path
 from napari_kdseg.evaluation.metrics import dice
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 TRUTH_COLOUR, PREDICTION_COLOUR = "red", "lime"
 
@@ -69,6 +73,6 @@ def contour_figure(rows: Sequence[ContourRow], path: Path, columns: Sequence[str
     return path
 
 
-def _outline(axis: object, mask: npt.NDArray[np.integer], colour: str) -> None:
+def _outline(axis: Axes, mask: npt.NDArray[np.integer], colour: str) -> None:
     if np.any(mask):
-        axis.contour(np.asarray(mask) > 0, levels=[0.5], colors=colour, linewidths=1.2)  # type: ignore[attr-defined]
+        axis.contour(np.asarray(mask) > 0, levels=[0.5], colors=colour, linewidths=1.2)

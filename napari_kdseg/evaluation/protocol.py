@@ -172,42 +172,53 @@ def check_targets(dataset: Dataset, targets: Sequence[str]) -> None:
 
 
 class Grid:
-    """Runs cells of one grid folder with one base training configuration.
+    """Runs cells of one grid folder with one training configuration per role.
 
-    ``base`` gives every setting except the architecture and the distillation losses, which
-    each cell sets. Training runs in this process; ``on_event`` receives progress records.
+    ``teacher`` and ``student`` give every setting except the architecture and the
+    distillation losses, which each cell sets (the CPU preset, for one, trains full-width
+    students but quarter-width teachers, and students may need more epochs). Both must share
+    the preprocessing, since a student learns from its teacher's outputs on the same inputs.
+    Training runs in this process; ``on_event`` receives progress records.
     """
 
     def __init__(
         self,
         dataset: Dataset,
         out: Path,
-        base: TrainConfig,
+        teacher: TrainConfig,
+        student: TrainConfig,
         cache: PreprocessCache | None = None,
         on_event: Callable[..., None] | None = None,
     ) -> None:
-        self.dataset, self.out, self.base = dataset, out, base
+        if teacher.preprocess != student.preprocess:
+            raise ValueError(
+                f"teachers and students must share the preprocessing: {teacher.preprocess} "
+                f"vs {student.preprocess}"
+            )
+        self.dataset, self.out = dataset, out
+        self.configs = {"teacher": teacher, "student": student}
         self.cache = cache or PreprocessCache()
         self.on_event = on_event or (lambda event, **fields: None)
         self._pin_settings()
 
     def _pin_settings(self) -> None:
-        settings = {
-            "dataset": str(self.dataset.root),
-            "train": dataclasses.replace(self.base, model="*").to_json(),
+        settings = {"dataset": str(self.dataset.root)} | {
+            role: dataclasses.replace(config, model="*").to_json()
+            for role, config in self.configs.items()
         }
         settings = json.loads(json.dumps(settings))  # tuples become lists, as when read back
         pinned = self.out / "grid.json"
         if pinned.exists():
             previous = json.loads(pinned.read_text())
             if previous != settings:
-                changed = sorted(
-                    key
-                    for key in set(previous["train"]) | set(settings["train"])
-                    if previous["train"].get(key) != settings["train"].get(key)
-                )
-                if previous["dataset"] != settings["dataset"]:
-                    changed.insert(0, "dataset")
+                changed = ["dataset"] if previous.get("dataset") != settings["dataset"] else []
+                for role in self.configs:
+                    before, now = previous.get(role, {}), settings[role]
+                    changed += [
+                        f"{role} {key}"
+                        for key in sorted(set(before) | set(now))
+                        if before.get(key) != now.get(key)
+                    ]
                 raise ValueError(
                     f"{pinned}: this folder holds cells trained with other settings "
                     f"({', '.join(changed)} differ); choose another --out to compare them"
@@ -218,8 +229,9 @@ class Grid:
             tmp.write_text(json.dumps(settings, indent=2))
 
     def config_for(self, cell: Cell) -> TrainConfig:
-        distillation = self.base.distillation.only(cell.losses)
-        return dataclasses.replace(self.base, model=cell.model, distillation=distillation)
+        config = self.configs[cell.role]
+        distillation = config.distillation.only(cell.losses)
+        return dataclasses.replace(config, model=cell.model, distillation=distillation)
 
     def run(self, cells: Sequence[Cell]) -> list[CellResult]:
         results = []

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from napari_kdseg.models._common import check_input_shape, logits_head, scaled
+from napari_kdseg.models._common import BN_MOMENTUM, check_input_shape, logits_head, scaled
 
 FEATURE_TAPS = {
     "low_level": "conv2_block3_out",
@@ -65,7 +65,9 @@ def _conv_bn(
     x = layers.Conv2D(
         filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv", **kwargs
     )(x)
-    return layers.BatchNormalization(epsilon=_RESNET_BN_EPSILON, name=f"{name}_bn")(x)
+    return layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=_RESNET_BN_EPSILON, name=f"{name}_bn"
+    )(x)
 
 
 def _bottleneck(
@@ -92,7 +94,9 @@ def _resnet101(
     # explicit symmetric padding as Torch and keras.applications, not Keras's "same"
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = layers.Conv2D(scaled(64, width), 7, strides=2, use_bias=False, name="conv1_conv")(x)
-    x = layers.BatchNormalization(epsilon=_RESNET_BN_EPSILON, name="conv1_bn")(x)
+    x = layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=_RESNET_BN_EPSILON, name="conv1_bn"
+    )(x)
     x = layers.ReLU(name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -124,7 +128,7 @@ def _conv_bn_relu(
     x = layers.Conv2D(
         filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv", **kwargs
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=output_name or f"{name}_relu")(x)
 
 

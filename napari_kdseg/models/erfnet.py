@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from napari_kdseg.models._common import check_input_shape, logits_head, scaled
+from napari_kdseg.models._common import BN_MOMENTUM, check_input_shape, logits_head, scaled
 
 FEATURE_TAPS = {"encoder": "layer16_out", "decoder": "layer22_out"}
 TOTAL_STRIDE = 8
@@ -40,7 +40,7 @@ def _downsampler(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTe
     )
     pool = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     x = layers.Concatenate(name=f"{name}_concat")([conv, pool])
-    x = layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-3, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_out")(x)
 
 
@@ -57,7 +57,9 @@ def _non_bottleneck_1d(
         y = layers.Conv2D(
             channels, (1, 3), padding="same", dilation_rate=(1, rate), name=f"{name}_conv1x3_{pair}"
         )(y)
-        y = layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn{pair}")(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-3, name=f"{name}_bn{pair}")(
+            y
+        )
         if pair == 1:
             y = layers.ReLU(name=f"{name}_relu1x3_{pair}")(y)
     if dropout:
@@ -68,7 +70,7 @@ def _non_bottleneck_1d(
 
 def _upsampler(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
     x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=f"{name}_deconv")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-3, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_out")(x)
 
 

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from napari_kdseg.models._common import check_input_shape, logits_head, scaled
+from napari_kdseg.models._common import BN_MOMENTUM, check_input_shape, logits_head, scaled
 
 FEATURE_TAPS = {"encoder": "level3_merge_act", "decoder": "decoder_cbr_act"}
 TOTAL_STRIDE = 8
@@ -46,7 +46,7 @@ DILATIONS = (1, 2, 4, 8, 16)
 
 
 def _bn_prelu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
-    x = layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-3, name=f"{name}_bn")(x)
     return layers.PReLU(
         alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], name=f"{name}_act"
     )(x)
@@ -144,9 +144,9 @@ def build_espnet(
 
     # decoder: class maps at stride 8, merged with the stride-4 features, refined at stride 2
     level3_classes = _conv(num_classes, 1, "level3_classifier")(level3)
-    level3_classes = layers.BatchNormalization(epsilon=1e-3, name="level3_classifier_bn")(
-        level3_classes
-    )
+    level3_classes = layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=1e-3, name="level3_classifier_bn"
+    )(level3_classes)
     level3_up = layers.Conv2DTranspose(num_classes, 2, strides=2, use_bias=False, name="level3_up")(
         level3_classes
     )

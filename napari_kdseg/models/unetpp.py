@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from napari_kdseg.models._common import check_input_shape, logits_head, scaled
+from napari_kdseg.models._common import BN_MOMENTUM, check_input_shape, logits_head, scaled
 
 FEATURE_TAPS = {
     "encoder": "x4_0_out",
@@ -43,7 +43,7 @@ def _node(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
     """H(.): two 3x3 convolutions, each with batch norm and ReLU (the reference's VGGBlock)."""
     for index in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv{index}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{index}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{index}")(x)
         x = layers.ReLU(name=f"{name}_out" if index == 2 else f"{name}_relu{index}")(x)
     return x
 

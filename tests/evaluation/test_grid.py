@@ -35,7 +35,7 @@ TINY = TrainConfig(
 def finished_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list]:
     root = tmp_path_factory.mktemp("grid")
     data = generate_phantom(root / "data", cases_per_site=3, size=48, seed=0, sites="AB")
-    grid = Grid(discover(data), root / "out", TINY, PreprocessCache(root / "cache"))
+    grid = Grid(discover(data), root / "out", TINY, TINY, PreprocessCache(root / "cache"))
     results = grid.run(loso_cells(["B"], ["unetpp"], ["enet"]))
     return data, root, results
 
@@ -65,6 +65,7 @@ def test_running_again_skips_finished_cells_and_only_scores_unscored_ones(
         discover(data),
         root / "out",
         TINY,
+        TINY,
         PreprocessCache(root / "cache"),
         on_event=lambda event, **fields: events.append((event, fields)),
     )
@@ -83,8 +84,11 @@ def test_other_settings_in_the_same_folder_are_refused(
     finished_grid: tuple[Path, Path, list],
 ) -> None:
     data, root, _ = finished_grid
-    with pytest.raises(ValueError, match=r"grid\.json: .*\(epochs differ\)"):
-        Grid(discover(data), root / "out", dataclasses.replace(TINY, epochs=3))
+    with pytest.raises(ValueError, match=r"grid\.json: .*\(student epochs differ\)"):
+        Grid(discover(data), root / "out", TINY, dataclasses.replace(TINY, epochs=3))
+    other = dataclasses.replace(TINY, preprocess=PreprocessConfig(size=64, context=3))
+    with pytest.raises(ValueError, match="must share the preprocessing"):
+        Grid(discover(data), root / "out2", TINY, other)
 
 
 def test_one_site_cannot_be_left_out(tmp_path: Path) -> None:
