@@ -3,23 +3,41 @@
 Events: ``start`` (steps per epoch, epochs, device), ``step`` (every ``every`` steps: epoch,
 step, running losses, learning rate, ETA), ``epoch`` (training and validation metrics, ETA),
 ``artifact`` (a file written) and ``done``. Every line is flushed at once so a parent process
-reading the pipe sees progress live.
+reading the pipe sees progress live. In a multi-worker run only the chief streams events.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import keras
 
 
 def emit(event: str, stream: TextIO | None = None, **fields: Any) -> None:
-    """Write one progress event as a JSON line."""
+    """Write one progress event as a JSON line (nothing while :func:`muted`)."""
+    if _muted:
+        return
     record = {"event": event, "time": round(time.time(), 3), **fields}
     print(json.dumps(record, default=_plain), file=stream or sys.stdout, flush=True)
+
+
+_muted = False
+
+
+@contextlib.contextmanager
+def muted(enabled: bool = True) -> Iterator[None]:
+    """Silence :func:`emit` while inside: a multi-worker run streams from its chief only."""
+    global _muted
+    previous, _muted = _muted, _muted or enabled
+    try:
+        yield
+    finally:
+        _muted = previous
 
 
 def _plain(value: Any) -> Any:

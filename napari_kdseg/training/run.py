@@ -8,6 +8,7 @@ progress, log every epoch to CSV, and save the trained student (or teacher) alon
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -36,9 +37,14 @@ from napari_kdseg.training.checkpoint import (
 )
 from napari_kdseg.training.config import TrainConfig
 from napari_kdseg.training.distiller import Distiller
-from napari_kdseg.training.distribute import strategy_scope
+from napari_kdseg.training.distribute import (
+    same_on_every_worker,
+    strategy_scope,
+    worker_output,
+    worker_role,
+)
 from napari_kdseg.training.metrics import ForegroundDice
-from napari_kdseg.training.progress import JsonLinesProgress, emit
+from napari_kdseg.training.progress import JsonLinesProgress, emit, muted
 from napari_kdseg.training.schedule import CyclicLearningRate
 
 CLASS_NAMES = ("background", "prostate")
@@ -147,7 +153,14 @@ def _build_optimizer(trainer: keras.Model) -> None:
 
 def _placement(strategy: str, replicas: int, mixed_precision: bool) -> dict[str, Any]:
     """How the run is spread over devices; recorded in the model card and the start event."""
-    return {"strategy": strategy, "replicas": replicas, "mixed_precision": mixed_precision}
+    placement: dict[str, Any] = {
+        "strategy": strategy,
+        "replicas": replicas,
+        "mixed_precision": mixed_precision,
+    }
+    if strategy == "multi-worker":
+        placement["workers"] = worker_role().workers
+    return placement
 
 
 def _build(config: TrainConfig) -> keras.Model:
@@ -203,7 +216,34 @@ def _fit(
     teacher: Path | None,
     placement: dict[str, Any],
 ) -> RunResult:
-    out.mkdir(parents=True, exist_ok=True)
+    """Runs on every worker of a multi-worker run (saves are collective); only the chief
+    writes into ``out`` and streams progress, the others write to a scratch folder."""
+    role = worker_role()
+    with worker_output(out, role) as target, muted(not role.chief):
+        result = _fit_into(
+            trainer, network, dataset, sites, config, out, target, cache, progress_every,
+            teacher, placement,
+        )  # fmt: skip
+    if role.chief:
+        return result
+    return dataclasses.replace(result, model_path=None, card_path=None)  # scratch is gone
+
+
+def _fit_into(
+    trainer: keras.Model,
+    network: keras.Model,
+    dataset: Dataset,
+    sites: list[str],
+    config: TrainConfig,
+    out: Path,
+    target: Path,
+    cache: PreprocessCache | None,
+    progress_every: int,
+    teacher: Path | None,
+    placement: dict[str, Any],
+) -> RunResult:
+    """Resume from ``out``, write into ``target`` (``out`` itself on the chief)."""
+    target.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     train_cases, val_cases = load_split(dataset, sites, config, cache or PreprocessCache())
     context = config.preprocess.context
@@ -220,11 +260,18 @@ def _fit(
         if val_cases
         else None
     )
-    best_path = out / f"{config.model}.best.keras"
-    resume_dir = out / "resume"
+    for data in (batches, validation):
+        _feed_every_replica(data, placement["replicas"])
+    best_path = target / f"{config.model}.best.keras"
+    resume_dir = target / "resume"
     identity = {"train": config.to_json(), "sites": sites, "teacher": _str_or_none(teacher)}
     request = StopRequest()
-    state = load_state(trainer, resume_dir, identity)
+    if not same_on_every_worker(checkpoint_epochs(out / "resume")):  # else they would hang
+        raise ValueError(
+            f"{out}: the workers found different checkpoints to resume from; give every "
+            "worker the same --out on a shared filesystem, or a fresh one"
+        )
+    state = load_state(trainer, out / "resume", identity)
     if state is not None:
         emit("resumed", epochs_done=state["epochs_done"], checkpoint=str(resume_dir))
     epochs_done = state["epochs_done"] if state else 0
@@ -232,7 +279,7 @@ def _fit(
     checkpoint = EpochCheckpoint(resume_dir, identity)
     checkpoint.best_val_dice = previous_best
     if epochs_done:
-        _truncate_log(out / "log.csv", epochs_done)
+        _truncate_log(target / "log.csv", epochs_done)
     # Order matters: the checkpoint is on disk before the "epoch" event announces the epoch.
     callbacks: list[keras.callbacks.Callback] = [
         checkpoint,
@@ -244,10 +291,10 @@ def _fit(
             initial_epoch=epochs_done,
             placement=placement,
         ),
-        keras.callbacks.CSVLogger(str(out / "log.csv"), append=epochs_done > 0),
+        keras.callbacks.CSVLogger(str(target / "log.csv"), append=epochs_done > 0),
     ]
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(target / "tensorboard")))
     keep_best = None
     if validation is not None:
         keep_best = _KeepBest(network, best_path, "val_dice")
@@ -278,23 +325,37 @@ def _fit(
         )
         return RunResult(None, None, best, history, stopped=True)
 
-    model_path = out / f"{config.model}.keras"
+    model_path = target / f"{config.model}.keras"
     if keep_best is not None and keep_best.best_weights is not None:
         network.set_weights(keep_best.best_weights)
     elif best_path.exists():  # the best epoch came before a resume
-        network.set_weights(keras.saving.load_model(best_path, compile=False).get_weights())
+        network.load_weights(best_path)  # no new variables: their creation is a collective
     with atomic_path(model_path) as tmp:
         network.save(tmp)
     steps = int(keras.ops.convert_to_numpy(trainer.optimizer.iterations))
     card = model_card(config, sites, teacher, history, best, seconds, len(batches), steps)
     card["training"]["placement"] = placement
-    card_path = out / f"{config.model}.json"
+    card_path = target / f"{config.model}.json"
     with atomic_path(card_path) as tmp:
         tmp.write_text(json.dumps(card, indent=2))
     shutil.rmtree(resume_dir, ignore_errors=True)  # finished: nothing left to resume
     emit("artifact", kind="model", path=str(model_path), card=str(card_path))
     emit("done", best_val_dice=best, seconds=round(seconds, 1), optimizer_steps=steps)
     return RunResult(model_path, card_path, best, history)
+
+
+def _feed_every_replica(data: SliceDataset | None, replicas: int) -> None:
+    """Drop a last batch smaller than the replica count. ``tf.distribute`` splits each batch
+    among the replicas, and one left with no rows fails the step ("Incompatible shapes")."""
+    if data is None or replicas == 1:
+        return
+    if data.batch_size < replicas:
+        raise ValueError(
+            f"batch size {data.batch_size} is smaller than the {replicas} replicas it is split "
+            "among; use a batch size of at least the number of replicas"
+        )
+    if 0 < data.num_slices % data.batch_size < replicas:
+        data.drop_remainder = True
 
 
 def _truncate_log(path: Path, epochs: int) -> None:
