@@ -199,7 +199,7 @@ def _write_report(
         "",
         "## Wall time",
         "",
-        f"On {platform.machine()} with {_cpus()} CPU(s), `{platform.python_version()}`:",
+        f"On {platform.machine()} with {_cpus()} CPU(s), Python {platform.python_version()}:",
         "",
         "| stage | seconds |",
         "|---|---|",
