@@ -126,8 +126,13 @@ class Geometry:
         """Class probabilities ``(slices, size, size, classes)`` to a source-grid label map.
 
         Probabilities are interpolated (linear) before the arg-max, which gives smoother and
-        more faithful boundaries than resampling hard labels.
+        more faithful boundaries than resampling hard labels. With two classes the resampling
+        is linear and preserves sums, so the arg-max is foreground where the resampled
+        foreground exceeds 0.5: one channel is resampled instead of two.
         """
+        if probabilities.shape[-1] == 2:
+            foreground = resample_in_plane(probabilities[..., 1], self.canonical_shape[1:], order=1)
+            return self._from_canonical((foreground > 0.5).astype(np.uint8))
         channels = [
             resample_in_plane(probabilities[..., c], self.canonical_shape[1:], order=1)
             for c in range(probabilities.shape[-1])
@@ -183,6 +188,8 @@ def resample_in_plane(
     """
     array = np.asarray(array, dtype=np.float32)
     rows, cols = array.shape[1:]
+    if (rows, cols) == tuple(shape):
+        return array.copy()  # the identity map: interpolating would only cost time
     scale = np.array([rows / shape[0], cols / shape[1]])
     if order > 0 and np.any(scale > 1):
         sigma = (0.0, *np.maximum(0.0, (scale - 1) / 2))

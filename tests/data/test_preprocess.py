@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_kdseg.data.errors import VolumeError
 from napari_kdseg.data.io import read_volume
@@ -141,3 +142,35 @@ def test_training_slices_inside_gland_plus_share() -> None:
     assert len(chosen) == 12  # 8 inside + 4 outside
     assert len(training_slices(mask, 10.0, rng)) == 20  # capped at what exists
     assert training_slices(np.zeros((5, 2, 2), np.uint8), 0.0, rng).size == 0
+
+
+def test_two_class_probabilities_map_back_like_the_general_arg_max() -> None:
+    rng = np.random.default_rng(1)
+    geometry = Geometry(
+        source_shape=(3, 50, 70),
+        source_affine=np.diag([0.7, -0.6, 3.0, 1.0]),
+        orientation="LPS",
+        size=32,
+    )
+    foreground = ndimage.gaussian_filter(rng.random((3, 32, 32)), (0, 2, 2))
+    foreground = (foreground - foreground.min()) / np.ptp(foreground)
+    probabilities = np.stack([1 - foreground, foreground], axis=-1).astype(np.float32)
+    general = np.argmax(
+        np.stack(
+            [
+                resample_in_plane(probabilities[..., c], geometry.canonical_shape[1:])
+                for c in (0, 1)
+            ],
+            axis=-1,
+        ),
+        axis=-1,
+    )
+    expected = geometry._from_canonical(general.astype(np.uint8))
+    labels = geometry.probabilities_to_source(probabilities)
+    assert labels.shape == (3, 50, 70)
+    assert np.mean(labels == expected) > 0.999  # only float ties at exactly 0.5 may differ
+
+
+def test_resampling_to_the_same_grid_is_the_identity() -> None:
+    array = np.random.default_rng(2).random((2, 9, 7)).astype(np.float32)
+    assert np.array_equal(resample_in_plane(array, (9, 7)), array)
