@@ -10,10 +10,18 @@ import sys
 from collections.abc import Sequence
 
 from napari_kdseg import __version__
-from napari_kdseg.commands import EXIT_BAD_INPUT, data, demo, evaluation, models, training
+from napari_kdseg.commands import (
+    EXIT_BAD_INPUT,
+    data,
+    demo,
+    evaluation,
+    inference,
+    models,
+    training,
+)
 from napari_kdseg.data.errors import KdsegDataError
 
-STAGES = (data, models, training, evaluation, demo)
+STAGES = (data, models, training, evaluation, inference, demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

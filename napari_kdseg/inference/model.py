@@ -20,6 +20,8 @@ from napari_kdseg.data.errors import KdsegDataError
 from napari_kdseg.data.preprocess import PreprocessConfig
 
 CARD_FORMAT = "napari-kdseg model card 1"
+#: Key of the model card (JSON) in an exported ONNX file's ``metadata_props``.
+CARD_METADATA_KEY = "napari_kdseg.card"
 
 Predict = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
@@ -73,17 +75,29 @@ def read_keras_card(model_path: Path) -> dict[str, Any]:
             model_path, f"no model card beside it (expected {path.name}, written by training)"
         )
     try:
-        card = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        text = path.read_text()
+    except OSError as error:
         raise ModelFileError(path, f"unreadable model card: {error}") from error
-    if card.get("format") != CARD_FORMAT:
-        raise ModelFileError(path, f"not a napari-kdseg model card (format {card.get('format')!r})")
+    return parse_card(text, path)
+
+
+def parse_card(text: str, where: Path | str) -> dict[str, Any]:
+    """The model card in ``text`` (JSON), checked to be a napari-kdseg card."""
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ModelFileError(where, f"unreadable model card: {error}") from error
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        found = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise ModelFileError(where, f"not a napari-kdseg model card (format {found!r})")
     return card
 
 
 def load_keras(path: Path, batch_size: int = 16) -> SegmentationModel:
     """A ``.keras`` model; imports Keras (and so its backend) only when called."""
     import keras
+
+    import napari_kdseg.models  # noqa: F401  (registers the custom layers for deserialising)
 
     card = read_keras_card(path)
     try:
@@ -92,10 +106,14 @@ def load_keras(path: Path, batch_size: int = 16) -> SegmentationModel:
         raise ModelFileError(path, f"cannot load the Keras model: {error}") from error
 
     def predict(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        outputs = [
-            keras.ops.convert_to_numpy(network.predict_on_batch(batch[i : i + batch_size]))
-            for i in range(0, len(batch), batch_size)
-        ]
+        outputs = []
+        for start in range(0, len(batch), batch_size):
+            chunk = batch[start : start + batch_size]
+            # A short last chunk is padded: a new batch size would retrace the predict graph.
+            padded = np.zeros((batch_size, *chunk.shape[1:]), dtype=np.float32)
+            padded[: len(chunk)] = chunk
+            logits = keras.ops.convert_to_numpy(network.predict_on_batch(padded))
+            outputs.append(logits[: len(chunk)])
         return np.concatenate(outputs).astype(np.float32)
 
     return SegmentationModel(path, card, predict, runtime=f"keras/{keras.backend.backend()}")
@@ -108,4 +126,9 @@ def load_model(path: str | Path, **options: Any) -> SegmentationModel:
         raise ModelFileError(path, "no such model file")
     if path.suffix == ".keras":
         return load_keras(path, **options)
+    if path.suffix == ".onnx":
+        # ONNX Runtime only: this path never imports Keras or TensorFlow
+        from napari_kdseg.inference.onnx_runtime import load_onnx
+
+        return load_onnx(path, **options)
     raise ModelFileError(path, "unknown model format; expected a .keras or .onnx file")

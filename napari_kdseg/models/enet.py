@@ -37,9 +37,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
-from napari_kdseg.models._common import check_input_shape, logits_head, scaled
+from napari_kdseg.models._common import BN_MOMENTUM, check_input_shape, logits_head, scaled
 
 FEATURE_TAPS = {"encoder": "bottleneck3_8_out", "decoder": "bottleneck5_1_out"}
 TOTAL_STRIDE = 8
@@ -59,21 +60,44 @@ class MaxUnpooling2D(layers.Layer):
         values, pooled_from = inputs
         _, height, width, channels = ops.shape(pooled_from)
         rows, cols = height // 2, width // 2
-        # (batch, rows, cols, channels, 4): the four pixels of each pooling window
-        windows = ops.reshape(pooled_from, (-1, rows, 2, cols, 2, channels))
-        windows = ops.reshape(
-            ops.transpose(windows, (0, 1, 3, 5, 2, 4)), (-1, rows, cols, channels, 4)
-        )
-        switches = ops.one_hot(ops.argmax(windows, axis=-1), 4, dtype=values.dtype)
+        switches = ops.cast(self.switches(ops.stop_gradient(pooled_from)), values.dtype)
         unpooled = ops.reshape(
             switches * ops.expand_dims(values, -1), (-1, rows, cols, channels, 2, 2)
         )
         unpooled = ops.transpose(unpooled, (0, 1, 4, 2, 5, 3))
         return ops.reshape(unpooled, (-1, height, width, channels))
 
+    @staticmethod
+    def switches(pooled_from: Any) -> Any:
+        """``(batch, rows, cols, channels, 4)``: one-hot of where each 2x2 window of
+        ``pooled_from`` has its maximum, the window's pixels in row-major order."""
+        _, height, width, channels = ops.shape(pooled_from)
+        rows, cols = height // 2, width // 2
+        windows = ops.reshape(pooled_from, (-1, rows, 2, cols, 2, channels))
+        windows = ops.reshape(
+            ops.transpose(windows, (0, 1, 3, 5, 2, 4)), (-1, rows, cols, channels, 4)
+        )
+        return _first_maximum(windows)
+
     def compute_output_shape(self, input_shapes: Sequence[tuple]) -> tuple:
         values_shape, pooled_from_shape = input_shapes
         return (values_shape[0], *pooled_from_shape[1:3], values_shape[3])
+
+
+def _first_maximum(windows: Any) -> Any:
+    """``ops.one_hot(ops.argmax(windows, axis=-1), n)``, written with comparisons only.
+
+    Same result, including ``keras.ops.argmax``'s ranking of -0.0 below +0.0 and ties going
+    to the first position; but the argmax of floats lowers to a ``Bitcast`` that ONNX cannot
+    express, and this exports (``-0.0`` is found as the zero whose reciprocal is negative).
+    """
+    windows = ops.cast(windows, "float32")
+    negative_zero = ops.logical_and(
+        ops.equal(windows, 0.0), ops.less(ops.divide(1.0, windows), 0.0)
+    )
+    windows = ops.where(negative_zero, -np.finfo(np.float32).tiny, windows)
+    is_maximum = ops.cast(ops.equal(windows, ops.max(windows, axis=-1, keepdims=True)), "float32")
+    return is_maximum * ops.cast(ops.equal(ops.cumsum(is_maximum, axis=-1), 1.0), "float32")
 
 
 @keras.saving.register_keras_serializable(package="napari_kdseg")
@@ -105,7 +129,7 @@ def _activation(name: str, *, relu: bool) -> layers.Layer:
 
 
 def _batch_norm(name: str) -> layers.Layer:
-    return layers.BatchNormalization(epsilon=1e-3, name=name)
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-3, name=name)
 
 
 def _initial_block(inputs: keras.KerasTensor, filters: int) -> keras.KerasTensor:
