@@ -105,7 +105,12 @@ def run_demo(
     started = time.perf_counter()
     figure = _contours(results[1:], dataset.cases([settings.target]), cache, out / "contours.png")
     seconds["figure"] = time.perf_counter() - started
-    report = _write_report(out, settings, results, seconds, figure)
+
+    started = time.perf_counter()
+    exported = _export(results[2], dataset.cases([settings.target])[0], out)
+    seconds["export student to ONNX"] = time.perf_counter() - started
+    say("artifact", kind="onnx", path=str(exported["path"]))
+    report = _write_report(out, settings, results, seconds, figure, exported)
     say("report", path=str(report), total_seconds=round(sum(seconds.values()), 1))
     return report
 
@@ -136,12 +141,27 @@ def _contours(
     return contour_figure(rows, path, columns)
 
 
+def _export(distilled: CellResult, case: Any, out: Path) -> dict[str, Any]:
+    """The distilled student as ONNX, checked on a real scan of the unseen site; a file left
+    by an earlier run is kept (its embedded card records its own check)."""
+    from napari_kdseg.export.onnx_export import export_onnx
+    from napari_kdseg.inference.onnx_runtime import load_onnx
+
+    path = out / f"{distilled.cell.model}-distilled.onnx"
+    if path.exists():
+        check = load_onnx(path).card.get("export", {}).get("check", {})
+        return {"path": path, "max_abs_difference": check.get("max_abs_difference")}
+    report = export_onnx(Path(distilled.model_path), path, check_inputs=read_volume(case.image))
+    return {"path": path, "max_abs_difference": report.max_abs_difference}
+
+
 def _write_report(
     out: Path,
     settings: DemoSettings,
     results: list[CellResult],
     seconds: dict[str, float],
     figure: Path,
+    exported: dict[str, Any],
 ) -> Path:
     targets = [settings.target]
     rows = table2_rows(results)
@@ -184,6 +204,11 @@ def _write_report(
         "",
         f"![contours]({figure.name})",
         "",
+        f"The distilled student is exported to `{exported['path'].name}` (ONNX, model card "
+        "embedded; ONNX Runtime against Keras on a scan of the unseen site, max abs logit "
+        f"difference {_difference(exported['max_abs_difference'])}). Segment a new scan with "
+        f"`kdseg segment {exported['path'].name} SCAN --out mask.nii.gz`.",
+        "",
         "## Settings",
         "",
         "```json",
@@ -210,6 +235,10 @@ def _write_report(
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _difference(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.1e}"
 
 
 def _column(result: CellResult) -> str:

@@ -27,6 +27,9 @@ def test_demo_writes_an_honest_report(tmp_path: Path) -> None:
     assert "| **total** |" in text
     assert (tmp_path / "contours.png").read_bytes()[:4] == b"\x89PNG"
     assert events.count("cell_done") == 3
+    assert (tmp_path / "enet-distilled.onnx").stat().st_size > 0
+    assert "exported to `enet-distilled.onnx`" in text
+    assert "max abs logit difference not recorded" not in text
     # Running again reuses every finished stage and trains nothing.
     events.clear()
     run_demo(tmp_path, settings, on_event=lambda event, **_: events.append(event))
