@@ -29,6 +29,7 @@ def register(commands: Subcommands) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from napari_kdseg.data.phantom.sites import SITES
     from napari_kdseg.demo import DemoSettings, run_demo
     from napari_kdseg.evaluation.protocol import GridStopped, check_models
     from napari_kdseg.training.progress import emit
@@ -40,9 +41,10 @@ def _demo(args: argparse.Namespace) -> int:
     }
     settings = DemoSettings(**chosen)
     check_models([settings.teacher], [settings.student])
-    if settings.target not in "ABCDEF" or len(settings.target) != 1:
+    if settings.target not in SITES:
         raise ValueError(
-            f"--target must be one of the phantom's sites A-F, got {settings.target!r}"
+            f"--target must be one of the phantom's sites {', '.join(SITES)}, "
+            f"got {settings.target!r}"
         )
     try:
         report = run_demo(args.out, settings, on_event=emit)

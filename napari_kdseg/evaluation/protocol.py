@@ -48,6 +48,11 @@ ABLATION_LOSSES: tuple[tuple[str, ...], ...] = (
 )
 
 
+def losses_label(losses: Sequence[str]) -> str:
+    """The paper's name for a set of distillation losses, e.g. ``+AAM + KMM + LM``."""
+    return "+" + " + ".join(sorted(SHORT_LOSS_NAMES[name] for name in losses))
+
+
 class GridStopped(Exception):
     """A cell's training was stopped by a signal; running the grid again resumes it."""
 
@@ -78,9 +83,7 @@ class Cell:
         """``teacher``, ``w/o`` (student alone) or the losses on, e.g. ``+AAM + KMM + LM``."""
         if self.role == "teacher":
             return "teacher"
-        if not self.losses:
-            return "w/o"
-        return "+" + " + ".join(sorted(SHORT_LOSS_NAMES[name] for name in self.losses))
+        return "w/o" if not self.losses else losses_label(self.losses)
 
     @property
     def folder(self) -> Path:

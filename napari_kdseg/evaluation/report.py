@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_kdseg.data.atomic import atomic_path
-from napari_kdseg.evaluation.protocol import ABLATION_LOSSES, DISPLAY_NAMES, Cell, CellResult
+from napari_kdseg.evaluation.protocol import (
+    ABLATION_LOSSES,
+    DISPLAY_NAMES,
+    CellResult,
+    losses_label,
+)
 
 METRIC_TITLES = {"dice": "Dice", "hd95": "HD95 (mm)", "asd": "ASD (mm)"}
 # The paper numbers DeepLabV3+ as T1 and UNet++ as T2.
@@ -120,7 +125,7 @@ def table4_rows(results: Sequence[CellResult]) -> list[tuple[str, list[CellResul
     if alone:
         rows.append((f"Student: {DISPLAY_NAMES[alone[0].cell.model]}", alone))
     for losses in ABLATION_LOSSES:
-        variant = Cell("-", "enet", "unetpp", losses).variant
+        variant = losses_label(losses)
         cells = [r for r in results if r.cell.losses and r.cell.variant == variant]
         if cells:
             rows.append((variant, cells))
