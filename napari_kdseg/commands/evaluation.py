@@ -39,10 +39,40 @@ def register(commands: Subcommands) -> None:
     )
     _grid_arguments(loso)
     loso.add_argument(
-        "--teachers", nargs="+", default=["deeplabv3plus", "unetpp"], help="teacher models"
+        "--teachers",
+        nargs="+",
+        help="teacher models (default deeplabv3plus unetpp, or only those of --teacher-file)",
     )
     loso.add_argument(
         "--students", nargs="+", default=["enet", "espnet", "erfnet"], help="student models"
+    )
+    loso.add_argument(
+        "--teacher-file",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="teachers trained elsewhere (.keras with its card), used instead of training "
+        "their architecture; they should not have seen the target site",
+    )
+    loso.add_argument(
+        "--losses",
+        nargs="*",
+        choices=("logits", "kernel_matrix", "affinity"),
+        default=["logits", "kernel_matrix", "affinity"],
+        help="distillation losses of the w/ students (default all three, as the paper; "
+        "none: students alone)",
+    )
+    loso.add_argument(
+        "--lambdas",
+        nargs=3,
+        type=float,
+        metavar=("LM", "KMM", "AAM"),
+        help="weights of the logits, kernel-matrix and affinity losses (default 0.2 0.9 0.9)",
+    )
+    loso.add_argument(
+        "--export-to",
+        type=Path,
+        help="model library folder: export every trained student there as ONNX",
     )
     loso.set_defaults(run=_loso)
 
@@ -128,9 +158,15 @@ def format_summary(evaluation: Evaluation) -> str:
 
 def _loso(args: argparse.Namespace) -> int:
     from napari_kdseg.evaluation.protocol import check_models, loso_cells
+    from napari_kdseg.inference.model import read_keras_card
 
-    check_models(args.teachers, args.students)
-    return _run_grid(args, lambda targets: loso_cells(targets, args.teachers, args.students))
+    given = [str(read_keras_card(path).get("architecture")) for path in args.teacher_file]
+    default = given or ["deeplabv3plus", "unetpp"]
+    teachers = list(dict.fromkeys([*given, *(args.teachers or default)]))
+    check_models(teachers, args.students)
+    return _run_grid(
+        args, lambda targets: loso_cells(targets, teachers, args.students, args.losses)
+    )
 
 
 def _ablate(args: argparse.Namespace) -> int:
@@ -145,6 +181,7 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
     from napari_kdseg.data.datasets import discover
     from napari_kdseg.evaluation.protocol import Grid, GridStopped, check_targets
     from napari_kdseg.evaluation.report import write_grid_report
+    from napari_kdseg.training.config import LOSS_NAMES
     from napari_kdseg.training.progress import emit
 
     dataset = discover(args.dataset)
@@ -153,6 +190,10 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
     student = config_from_arguments(args, "enet")
     if args.student_epochs is not None:
         student = dataclasses.replace(student, epochs=args.student_epochs)
+    if getattr(args, "lambdas", None):
+        weights = dict(zip(LOSS_NAMES, args.lambdas, strict=True))
+        distillation = dataclasses.replace(student.distillation, lambdas=weights)
+        student = dataclasses.replace(student, distillation=distillation)
     grid = Grid(
         dataset,
         args.out,
@@ -160,6 +201,7 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
         student,
         PreprocessCache(args.cache_dir),
         on_event=emit,
+        teacher_files=getattr(args, "teacher_file", ()),
     )
     cells = make_cells(targets)
     try:
@@ -170,5 +212,9 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
     layout = "table2" if args.command == "loso" else "table4"
     paths = write_grid_report(results, targets, args.out, layout)
     emit("report", **{name: str(path) for name, path in paths.items()})
+    if getattr(args, "export_to", None) is not None:
+        from napari_kdseg.export.students import export_students
+
+        export_students(results, dataset, args.export_to, on_event=emit)
     print(paths["table"].read_text())
     return EXIT_OK

@@ -25,6 +25,7 @@ from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.data.errors import DatasetError
 from napari_kdseg.evaluation.evaluate import Evaluation
+from napari_kdseg.inference.model import ModelFileError, preprocess_from_card, read_keras_card
 from napari_kdseg.models.registry import MODEL_NAMES, STUDENTS, TEACHERS
 from napari_kdseg.training.config import LOSS_NAMES, TrainConfig
 
@@ -130,16 +131,25 @@ class CellResult:
 
 
 def loso_cells(
-    targets: Sequence[str], teachers: Sequence[str], students: Sequence[str]
+    targets: Sequence[str],
+    teachers: Sequence[str],
+    students: Sequence[str],
+    losses: Sequence[str] = LOSS_NAMES,
 ) -> list[Cell]:
     """Table 2: per target, each teacher, each student alone, each student from each teacher
-    with all three losses. Teachers come first: their students need them."""
+    with ``losses`` (the paper: all three; none trains the students alone). Teachers come
+    first: their students need them."""
+    unknown = sorted(set(losses) - set(LOSS_NAMES))
+    if unknown:
+        raise ValueError(f"unknown distillation losses {unknown}; choose from {LOSS_NAMES}")
+    chosen = tuple(name for name in LOSS_NAMES if name in losses)
     cells = []
     for target in targets:
         cells += [Cell(target, teacher) for teacher in teachers]
         for student in students:
             cells.append(Cell(target, student))
-            cells += [Cell(target, student, teacher, LOSS_NAMES) for teacher in teachers]
+            if chosen:
+                cells += [Cell(target, student, teacher, chosen) for teacher in teachers]
     return cells
 
 
@@ -192,6 +202,7 @@ class Grid:
         student: TrainConfig,
         cache: PreprocessCache | None = None,
         on_event: Callable[..., None] | None = None,
+        teacher_files: Sequence[Path] = (),
     ) -> None:
         if teacher.preprocess != student.preprocess:
             raise ValueError(
@@ -202,19 +213,26 @@ class Grid:
         self.configs = {"teacher": teacher, "student": student}
         self.cache = cache or PreprocessCache()
         self.on_event = on_event or (lambda event, **fields: None)
+        self.teacher_files = _trained_teachers(teacher_files, student)
         self._pin_settings()
 
     def _pin_settings(self) -> None:
-        settings = {"dataset": str(self.dataset.root)} | {
+        settings: dict[str, Any] = {"dataset": str(self.dataset.root)} | {
             role: dataclasses.replace(config, model="*").to_json()
             for role, config in self.configs.items()
         }
+        if self.teacher_files:  # absent otherwise, so older grid folders still match
+            settings["teacher_files"] = {k: str(v) for k, v in self.teacher_files.items()}
         settings = json.loads(json.dumps(settings))  # tuples become lists, as when read back
         pinned = self.out / "grid.json"
         if pinned.exists():
             previous = json.loads(pinned.read_text())
             if previous != settings:
-                changed = ["dataset"] if previous.get("dataset") != settings["dataset"] else []
+                changed = [
+                    key
+                    for key in ("dataset", "teacher_files")
+                    if previous.get(key) != settings.get(key)
+                ]
                 for role in self.configs:
                     before, now = previous.get(role, {}), settings[role]
                     changed += [
@@ -277,6 +295,9 @@ class Grid:
         """Train the cell's model unless it already finished; returns (model, seconds)."""
         from napari_kdseg.training.run import distill, train
 
+        given = self.teacher_files.get(cell.model) if cell.role == "teacher" else None
+        if given is not None:
+            return given, float(read_keras_card(given)["training"].get("seconds", 0.0))
         model_path = folder / f"{cell.model}.keras"
         card_path = folder / f"{cell.model}.json"
         if model_path.exists() and card_path.exists():
@@ -288,7 +309,9 @@ class Grid:
         if teacher is None:
             result = train(self.dataset, sites, config, folder, self.cache)
         else:
-            teacher_path = self.out / teacher.folder / f"{teacher.model}.keras"
+            teacher_path = self.teacher_files.get(teacher.model) or (
+                self.out / teacher.folder / f"{teacher.model}.keras"
+            )
             if not teacher_path.exists():
                 raise ValueError(
                     f"{teacher_path}: the teacher of {cell.folder} has not been trained; "
@@ -309,6 +332,33 @@ class Grid:
         evaluation = evaluate_model(model, self.dataset, [target], self.cache)
         _release_backend_memory()
         return evaluation
+
+
+def _trained_teachers(paths: Sequence[Path], student: TrainConfig) -> dict[str, Path]:
+    """Teachers trained elsewhere, by architecture: each must see the students' inputs."""
+    teachers: dict[str, Path] = {}
+    for path in paths:
+        path = Path(path)
+        if path.suffix != ".keras" or not path.is_file():
+            raise ModelFileError(path, "expected an existing .keras teacher written by training")
+        card = read_keras_card(path)
+        architecture = card.get("architecture")
+        if architecture not in TEACHERS:
+            raise ModelFileError(
+                path, f"its card names {architecture!r}, not a teacher ({', '.join(TEACHERS)})"
+            )
+        if architecture in teachers:
+            raise ModelFileError(
+                path, f"a second {architecture} teacher; give one per architecture"
+            )
+        if preprocess_from_card(card, path) != student.preprocess:
+            raise ModelFileError(
+                path,
+                f"the teacher was trained on other inputs ({preprocess_from_card(card, path)}) "
+                f"than the students' ({student.preprocess}); match --size to its card",
+            )
+        teachers[architecture] = path
+    return teachers
 
 
 def _release_backend_memory() -> None:

@@ -17,6 +17,9 @@ from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.data.preprocess import PreprocessConfig
 from napari_kdseg.evaluation.protocol import Grid, check_targets, loso_cells
 from napari_kdseg.evaluation.report import write_grid_report
+from napari_kdseg.export.students import export_students
+from napari_kdseg.inference.model import ModelFileError
+from napari_kdseg.inference.onnx_runtime import load_onnx
 from napari_kdseg.training.config import TrainConfig
 
 TINY = TrainConfig(
@@ -56,8 +59,14 @@ def test_grid_trains_scores_and_reports(finished_grid: tuple[Path, Path, list]) 
     assert "| T2: UNet++ |" in paths["table"].read_text()
 
 
+def _training_starts(capsys: pytest.CaptureFixture[str]) -> int:
+    """How many trainings began, from the JSON-lines progress they print."""
+    lines = capsys.readouterr().out.splitlines()
+    return sum(json.loads(line)["event"] == "start" for line in lines if line[:1] == "{")
+
+
 def test_running_again_skips_finished_cells_and_only_scores_unscored_ones(
-    finished_grid: tuple[Path, Path, list],
+    finished_grid: tuple[Path, Path, list], capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, root, results = finished_grid
     events: list[tuple[str, dict]] = []
@@ -75,7 +84,7 @@ def test_running_again_skips_finished_cells_and_only_scores_unscored_ones(
     again = grid.run(loso_cells(["B"], ["unetpp"], ["enet"]))
     done = [fields for event, fields in events if event == "cell_done"]
     assert [d["skipped"] for d in done] == [True, False, True]
-    assert not any(event == "start" for event, _ in events)  # nothing was trained
+    assert _training_starts(capsys) == 0  # nothing was trained
     assert (student / "enet.keras").stat().st_mtime_ns == model_time
     assert again[1].summary() == results[1].summary()
 
@@ -113,3 +122,76 @@ def test_evaluate_command_prints_cases_and_sites(
     assert report["overall"]["dice"]["n"] == 6
     assert main(["evaluate", model, str(data), "--sites", "Z"]) == 2
     assert "no site named 'Z'" in capsys.readouterr().err
+
+
+def test_students_export_once_to_the_library_and_never_replace_a_file(
+    finished_grid: tuple[Path, Path, list],
+) -> None:
+    data, root, results = finished_grid
+    library = root / "library"
+    events: list[tuple[str, dict]] = []
+    paths = export_students(results, discover(data), library, lambda e, **f: events.append(f))
+    assert [p.name for p in paths] == [
+        "enet-unseen-B.onnx",
+        "enet-from-unetpp-AAM-KMM-LM-unseen-B.onnx",
+    ]
+    assert all(not fields["skipped"] and fields["max_abs_difference"] < 1e-4 for fields in events)
+    card = load_onnx(paths[1]).card
+    assert card["training_sites"] == ["A"]
+    assert export_students(results, discover(data), library) == paths  # remembered, not redone
+    (Path(results[1].model_path).parent / "exported.json").unlink()
+    again = export_students(results[:2], discover(data), library)
+    assert again == [library / "enet-unseen-B-2.onnx"]  # the first file is kept
+    assert paths[0].is_file()
+
+
+def test_a_teacher_trained_elsewhere_replaces_its_cell(
+    finished_grid: tuple[Path, Path, list], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, root, results = finished_grid
+    teacher = Path(results[0].model_path)
+    cache = PreprocessCache(root / "cache")
+    grid = Grid(discover(data), root / "given-teacher", TINY, TINY, cache, teacher_files=[teacher])
+    capsys.readouterr()
+    cells = loso_cells(["B"], ["unetpp"], ["enet"], losses=["logits"])
+    assert [cell.variant for cell in cells] == ["teacher", "w/o", "+LM"]
+    given, _, distilled = grid.run([cells[0], cells[1], cells[2]])
+    assert given.model_path == str(teacher)
+    assert _training_starts(capsys) == 2  # the two students only
+    card = json.loads(Path(distilled.model_path).with_suffix(".json").read_text())
+    assert card["teacher"] == str(teacher)
+    assert set(card["losses"]) == {"segmentation", "logits"}
+    other = dataclasses.replace(TINY, preprocess=PreprocessConfig(size=64, context=3))
+    with pytest.raises(ModelFileError, match="trained on other inputs"):
+        Grid(discover(data), root / "other", other, other, teacher_files=[teacher])
+    with pytest.raises(ModelFileError, match="not a teacher"):
+        Grid(discover(data), root / "other", TINY, TINY, teacher_files=[distilled.model_path])
+
+
+def test_loso_cells_without_losses_train_students_alone() -> None:
+    cells = loso_cells(["B"], ["unetpp"], ["enet", "erfnet"], losses=[])
+    assert [cell.variant for cell in cells] == ["teacher", "w/o", "w/o"]
+    with pytest.raises(ValueError, match="unknown distillation losses"):
+        loso_cells(["B"], ["unetpp"], ["enet"], losses=["dice"])
+
+
+def test_loso_command_with_a_given_teacher_lambdas_and_export(
+    finished_grid: tuple[Path, Path, list], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, root, results = finished_grid
+    out, library = root / "cli-grid", root / "cli-library"
+    tiny = ["--size", "32", "--width", "0.125", "--epochs", "1", "--batch-size", "8"]
+    argv = ["loso", str(data), "--targets", "B", "--students", "enet", "--out", str(out)]
+    argv += ["--teacher-file", results[0].model_path, "--losses", "logits"]
+    argv += ["--lambdas", "0.5", "0", "0", "--export-to", str(library), *tiny]
+    assert main([*argv, "--cache-dir", str(root / "cache")]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
+    cells = [e["variant"] for e in events if e["event"] == "cell"]
+    assert cells == ["teacher", "w/o", "+LM"]
+    exported = [e for e in events if e["event"] == "exported"]
+    assert [Path(e["path"]).name for e in exported] == [
+        "enet-unseen-B.onnx",
+        "enet-from-unetpp-LM-unseen-B.onnx",
+    ]
+    card = load_onnx(exported[1]["path"]).card
+    assert card["losses"]["logits"] == 0.5

@@ -1,0 +1,1 @@
+"""napari widgets: thin Qt glue over the core (never imports TensorFlow)."""
