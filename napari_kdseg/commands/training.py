@@ -60,6 +60,13 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tensorboard", action="store_true", help="also write TensorBoard logs to OUT/tensorboard"
     )
+    parser.add_argument(
+        "--progress-every",
+        type=int,
+        default=10,
+        metavar="STEPS",
+        help="stream a JSON-lines step event every STEPS optimisation steps (default 10)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -128,6 +135,7 @@ def _train(args: argparse.Namespace) -> int:
         config,
         args.out,
         PreprocessCache(args.cache_dir),
+        progress_every=args.progress_every,
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
     )
@@ -155,6 +163,7 @@ def _distill(args: argparse.Namespace) -> int:
         args.teacher,
         args.out,
         PreprocessCache(args.cache_dir),
+        progress_every=args.progress_every,
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
     )

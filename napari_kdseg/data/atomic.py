@@ -19,6 +19,17 @@ def temporary_sibling(path: Path) -> Path:
     return Path(name)
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete what a killed writer left in ``folder`` (its temporary siblings); returns them.
+
+    Only for a folder one process writes: a live writer's temporary would go too.
+    """
+    stale = [p for p in folder.glob(".*.tmp*") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed onto ``path``.

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from napari_kdseg import __version__
-from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.data.atomic import atomic_path, remove_stale_temporaries
 from napari_kdseg.data.cache import PreparedCase, PreprocessCache
 from napari_kdseg.data.datasets import Dataset, split_cases
 from napari_kdseg.data.errors import DatasetError
@@ -244,6 +244,8 @@ def _fit_into(
 ) -> RunResult:
     """Resume from ``out``, write into ``target`` (``out`` itself on the chief)."""
     target.mkdir(parents=True, exist_ok=True)
+    for folder in (target, target / "resume"):  # a killed run's half-written files
+        remove_stale_temporaries(folder)
     keras.utils.set_random_seed(config.seed)
     train_cases, val_cases = load_split(dataset, sites, config, cache or PreprocessCache())
     context = config.preprocess.context

@@ -63,6 +63,8 @@ def test_teacher_run_writes_model_card_and_logs(teacher: Path) -> None:
     }
     assert card["teacher"] is None
     assert 0.0 <= card["metrics"]["best_val_dice"] <= 1.0
+    training = card["training"]
+    assert training["optimizer_steps"] == 2 * training["steps_per_epoch"]  # every epoch, whole
     with (out / "log.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2
