@@ -1,0 +1,590 @@
+"""Segmentation panel: segment a scan with an exported ONNX student and compare with the truth.
+
+Thin Qt glue over Qt-free code: models come from :mod:`napari_kdseg.library`, inference from
+:mod:`napari_kdseg.inference` (ONNX Runtime), scores from
+:mod:`napari_kdseg.evaluation.slices`, saving from :mod:`napari_kdseg._writer`. Inference and
+scoring run in napari thread workers so the viewer stays responsive; failures become napari
+notifications and never take the viewer down. Never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from napari.layers import Image, Labels, Layer
+from napari.qt.threading import create_worker
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_kdseg._writer import affine_from_scale, write_labels
+from napari_kdseg.data.volume import Volume
+from napari_kdseg.evaluation.slices import (
+    SLICE_COLUMNS,
+    SliceScores,
+    VolumeComparison,
+    compare_volumes,
+    worst_first,
+)
+from napari_kdseg.inference.model import SegmentationModel
+from napari_kdseg.library import LibraryModel, describe_model, library_dir, list_models
+
+#: Colours of the comparison contours, as in the paper's Figure 3: pure red and green.
+TRUTH_COLOUR = "#ff0000"
+PREDICTION_COLOUR = "#00ff00"
+_COLOUR_NAMES = {TRUTH_COLOUR: "red", PREDICTION_COLOUR: "green"}
+CONTOUR_PIXELS = 2
+PREDICTION_SUFFIX = " prediction"
+_SORT_ROLE = Qt.ItemDataRole.UserRole
+
+
+# --------------------------------------------------------------------------- Qt-free helpers
+
+
+@dataclass
+class SegmentationOutcome:
+    """What a segmentation run produced, for the panel to show."""
+
+    labels: npt.NDArray[np.uint8]
+    seconds: dict[str, float] = field(default_factory=dict)
+    runtime: str = ""
+    model: SegmentationModel | None = None
+
+
+def volume_from_layer(layer: Layer) -> Volume:
+    """The scan behind an image layer: its voxels and the affine the reader stored with it.
+
+    A layer without stored geometry (drawn or opened by another plugin) gets an affine built
+    from its ``scale`` and ``translate``.
+    """
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    array = np.asarray(data, dtype=np.float32)
+    geometry = layer.metadata.get("kdseg") or {}
+    stored_shape = geometry.get("shape")
+    if stored_shape is not None and tuple(stored_shape) != array.shape:
+        raise ValueError(
+            f"layer {layer.name!r} holds {array.shape} voxels but its scan had "
+            f"{tuple(stored_shape)}; it was changed after reading and has no geometry to use"
+        )
+    if geometry.get("affine") is not None:
+        affine = np.asarray(geometry["affine"], dtype=np.float64)
+    else:
+        affine = affine_from_scale(layer.scale, layer.translate, array.ndim)
+    source = geometry.get("source") or None
+    return Volume(array=array, affine=affine, source=Path(source) if source else None)
+
+
+def segment_layer_volume(
+    model_path: Path,
+    scan: Volume,
+    tta: bool = False,
+    model: SegmentationModel | None = None,
+) -> SegmentationOutcome:
+    """Load the ONNX model (unless given) and segment ``scan``; runs in a worker thread."""
+    from napari_kdseg.inference.onnx_runtime import load_onnx
+    from napari_kdseg.inference.segment import segment
+
+    seconds: dict[str, float] = {}
+    if model is None:
+        started = time.perf_counter()
+        model = load_onnx(model_path, threads=inference_threads())
+        seconds["load model"] = time.perf_counter() - started
+    result = segment(scan, model, tta=tta)
+    return SegmentationOutcome(result.labels, seconds | result.seconds, model.runtime, model)
+
+
+def inference_threads() -> int:
+    """ONNX Runtime threads: every core but one, which stays free for the viewer."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def prediction_metadata(scan: Volume, outcome: SegmentationOutcome, model_path: Path) -> dict:
+    """Layer metadata of a prediction: the scan's geometry (for the writer) and provenance."""
+    return {
+        "kdseg": {
+            "affine": scan.affine.tolist(),
+            "source": str(scan.source or ""),
+            "shape": list(scan.shape),
+            "model": str(model_path),
+            "runtime": outcome.runtime,
+            "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()},
+        }
+    }
+
+
+def format_seconds(seconds: dict[str, float]) -> str:
+    """``preprocess 0.12 s · infer 1.30 s · … · total 1.50 s``."""
+    parts = [f"{stage} {value:.2f} s" for stage, value in seconds.items()]
+    return " · ".join([*parts, f"total {sum(seconds.values()):.2f} s"])
+
+
+def format_volume_scores(comparison: VolumeComparison) -> str:
+    scores = comparison.volume
+    return (
+        f"Volume: Dice {scores.dice:.3f} · HD95 {_mm(scores.hd95)} · ASD {_mm(scores.asd)} "
+        f"({scores.predicted_voxels} predicted / {scores.truth_voxels} true voxels; "
+        f"{len(comparison.slices)} slices scored)"
+    )
+
+
+def default_save_path(layer: Layer) -> Path:
+    """Beside the scan it was predicted on: ``Case00_prediction.nii.gz``."""
+    source = (layer.metadata.get("kdseg") or {}).get("source")
+    stem = layer.name.replace("/", "_").replace(" ", "_")
+    if source:
+        source_path = Path(source)
+        name = source_path.name
+        for suffix in (".nii.gz", ".nii", ".mhd", ".mha"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        return source_path.with_name(f"{name}_prediction.nii.gz")
+    return Path.home() / f"{stem}.nii.gz"
+
+
+def contour_colormap(colour: str) -> DirectLabelColormap:
+    """Every non-zero label in ``colour``, background transparent."""
+    return DirectLabelColormap(color_dict={None: colour, 0: "transparent"})
+
+
+def _mm(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f} mm"
+
+
+class _NumericItem(QTableWidgetItem):
+    """A table cell that sorts by number, with undefined (NaN) values after every number."""
+
+    def __init__(self, value: float, text: str) -> None:
+        super().__init__(text)
+        self.setData(_SORT_ROLE, value)
+        self.setFlags(self.flags() & ~Qt.ItemFlag.ItemIsEditable)
+        self.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        mine, theirs = self.data(_SORT_ROLE), other.data(_SORT_ROLE)
+        mine = math.inf if mine is None or math.isnan(mine) else mine
+        theirs = math.inf if theirs is None or math.isnan(theirs) else theirs
+        return bool(mine < theirs)
+
+
+# --------------------------------------------------------------------------- the panel
+
+
+class SegmentationPanel(QWidget):
+    """Pick a model and a scan, segment it, compare a prediction with the ground truth."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.comparison: VolumeComparison | None = None
+        self._compared_layer: Labels | None = None
+        self._models: dict[tuple[Path, int], SegmentationModel] = {}
+        self._workers: list[Any] = []
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._build_segment_group())
+        layout.addWidget(self._build_compare_group())
+        layout.addStretch(1)
+
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved):
+            event.connect(self._on_layers_changed)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layer_combos)
+        self.refresh_models()
+        self._refresh_layer_combos()
+
+    # ------------------------------------------------------------------ building the UI
+
+    def _build_segment_group(self) -> QGroupBox:
+        group = QGroupBox("Segment")
+        form = QFormLayout(group)
+
+        self.model_combo = QComboBox()
+        self.model_combo.setToolTip(f"ONNX students in the model library ({library_dir()})")
+        self.model_combo.currentIndexChanged.connect(self._show_model_card)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse_model)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setToolTip("List the model library again")
+        self.refresh_button.clicked.connect(lambda: self.refresh_models())
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.browse_button)
+        model_row.addWidget(self.refresh_button)
+        form.addRow("Model", model_row)
+
+        self.card_label = QLabel()
+        self.card_label.setWordWrap(True)
+        form.addRow("", self.card_label)
+
+        self.image_combo = QComboBox()
+        form.addRow("Image", self.image_combo)
+
+        self.tta_check = QCheckBox("Average over in-plane flips (3x slower)")
+        form.addRow("", self.tta_check)
+
+        self.segment_button = QPushButton("Segment")
+        self.segment_button.clicked.connect(self.segment)
+        form.addRow(self.segment_button)
+
+        self.timing_label = QLabel()
+        self.timing_label.setWordWrap(True)
+        form.addRow(self.timing_label)
+        return group
+
+    def _build_compare_group(self) -> QGroupBox:
+        group = QGroupBox("Compare with ground truth")
+        layout = QVBoxLayout(group)
+        form = QFormLayout()
+        self.truth_combo = QComboBox()
+        self.prediction_combo = QComboBox()
+        form.addRow(f"Ground truth ({_COLOUR_NAMES[TRUTH_COLOUR]})", self.truth_combo)
+        form.addRow(f"Prediction ({_COLOUR_NAMES[PREDICTION_COLOUR]})", self.prediction_combo)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.clicked.connect(self.compare)
+        self.worst_button = QPushButton("Worst first")
+        self.worst_button.setToolTip("Order the slices from the lowest Dice up")
+        self.worst_button.clicked.connect(self.show_worst_first)
+        self.save_button = QPushButton("Save prediction…")
+        self.save_button.setToolTip("Write the prediction as NIfTI in its scan's geometry")
+        self.save_button.clicked.connect(self._save_with_dialog)
+        for button in (self.compare_button, self.worst_button, self.save_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+
+        self.volume_label = QLabel()
+        self.volume_label.setWordWrap(True)
+        layout.addWidget(self.volume_label)
+
+        self.table = QTableWidget(0, len(SLICE_COLUMNS))
+        self.table.setHorizontalHeaderLabels([header for _, header in SLICE_COLUMNS])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.table.setToolTip("Click a slice to show it in the viewer")
+        self.table.cellClicked.connect(self.go_to_row)
+        self.table.currentCellChanged.connect(lambda row, *_: self.go_to_row(row))
+        layout.addWidget(self.table)
+        return group
+
+    # ------------------------------------------------------------------ models
+
+    def refresh_models(self, select: Path | None = None) -> None:
+        """Fill the model combo from the library (plus ``select`` when it lies elsewhere)."""
+        current = select or self.selected_model_path()
+        entries = list_models()
+        if current is not None and current not in {entry.path for entry in entries}:
+            entries.append(describe_model(current))
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for entry in entries:
+            label = entry.name if entry.usable else f"{entry.name} (unusable)"
+            self.model_combo.addItem(label, entry)
+        if current is not None:
+            for index in range(self.model_combo.count()):
+                if self.model_combo.itemData(index).path == current:
+                    self.model_combo.setCurrentIndex(index)
+        self.model_combo.blockSignals(False)
+        self._show_model_card()
+
+    def selected_model(self) -> LibraryModel | None:
+        entry = self.model_combo.currentData()
+        return entry if isinstance(entry, LibraryModel) else None
+
+    def selected_model_path(self) -> Path | None:
+        entry = self.selected_model()
+        return None if entry is None else entry.path
+
+    def choose_model(self, path: str | Path) -> None:
+        """Select ``path`` (adding it to the list when it is outside the library)."""
+        self.refresh_models(select=Path(path))
+
+    def _browse_model(self) -> None:
+        start = str(self.selected_model_path() or library_dir())
+        path, _ = QFileDialog.getOpenFileName(self, "Choose an ONNX model", start, "ONNX (*.onnx)")
+        if path:
+            self.choose_model(path)
+
+    def _show_model_card(self, *_: Any) -> None:
+        entry = self.selected_model()
+        if entry is None:
+            self.card_label.setText(
+                f"No models in {library_dir()}: export a student, or Browse… for an .onnx file"
+            )
+        else:
+            self.card_label.setText(entry.summary())
+
+    # ------------------------------------------------------------------ layers
+
+    def _on_layers_changed(self, event: Any) -> None:
+        if event.type == "inserted":
+            event.value.events.name.connect(self._refresh_layer_combos)
+        elif event.type == "removed":
+            with contextlib.suppress(Exception):  # never connected: nothing to undo
+                event.value.events.name.disconnect(self._refresh_layer_combos)
+        self._refresh_layer_combos()
+
+    def _refresh_layer_combos(self, *_: Any) -> None:
+        images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        labels = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        _fill(self.image_combo, images)
+        _fill(self.truth_combo, labels)
+        _fill(self.prediction_combo, labels)
+
+    def _layer(self, combo: QComboBox, kind: type[Layer], role: str) -> Layer:
+        name = combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise ValueError(f"choose {role} first")
+        layer = self.viewer.layers[name]
+        if not isinstance(layer, kind):
+            raise ValueError(f"layer {name!r} is not a {kind.__name__.lower()} layer")
+        return layer
+
+    # ------------------------------------------------------------------ segmenting
+
+    def segment(self) -> None:
+        """Segment the chosen image layer with the chosen model in a worker thread."""
+        try:
+            entry = self.selected_model()
+            if entry is None:
+                raise ValueError("choose a model first (the library is empty: Browse…)")
+            if not entry.usable:
+                raise ValueError(f"{entry.path}: {entry.problem}")
+            image = self._layer(self.image_combo, Image, "an image layer")
+            scan = volume_from_layer(image)
+        except Exception as error:
+            show_error(f"Cannot segment: {error}")
+            return
+        cached = self._models.get(_file_key(entry.path))
+        self.segment_button.setEnabled(False)
+        self.timing_label.setText(f"Segmenting {image.name} with {entry.name}…")
+        worker = create_worker(
+            segment_layer_volume,
+            entry.path,
+            scan,
+            self.tta_check.isChecked(),
+            cached,
+            _start_thread=False,
+            _ignore_errors=True,
+        )
+        worker.returned.connect(
+            lambda outcome: self._add_prediction(image, scan, entry.path, outcome)
+        )
+        worker.errored.connect(lambda error: self._failed("Segmentation failed", error))
+        worker.finished.connect(lambda: self.segment_button.setEnabled(True))
+        self._start(worker)
+
+    def _add_prediction(
+        self, image: Layer, scan: Volume, model_path: Path, outcome: SegmentationOutcome
+    ) -> None:
+        if outcome.model is not None:
+            self._models[_file_key(model_path)] = outcome.model
+        name = f"{image.name}{PREDICTION_SUFFIX}"
+        metadata = prediction_metadata(scan, outcome, model_path)
+        existing = next((layer for layer in self.viewer.layers if layer.name == name), None)
+        if isinstance(existing, Labels) and existing.data.shape == outcome.labels.shape:
+            existing.data = outcome.labels
+            existing.metadata = metadata
+            layer = existing
+        else:
+            layer = self.viewer.add_labels(
+                outcome.labels,
+                name=name,
+                scale=image.scale,
+                translate=image.translate,
+                metadata=metadata,
+                opacity=0.5,
+            )
+        self.timing_label.setText(
+            f"{layer.name}: {int(outcome.labels.sum())} voxels · {format_seconds(outcome.seconds)}"
+            f"\n{outcome.runtime}"
+        )
+        self.prediction_combo.setCurrentText(layer.name)
+        truth = f"{image.name} prostate"
+        if truth in self.viewer.layers:
+            self.truth_combo.setCurrentText(truth)
+
+    # ------------------------------------------------------------------ comparing
+
+    def compare(self) -> None:
+        """Show truth and prediction as contours and score them in a worker thread."""
+        try:
+            truth = self._layer(self.truth_combo, Labels, "a ground-truth labels layer")
+            prediction = self._layer(self.prediction_combo, Labels, "a prediction labels layer")
+            if truth is prediction:
+                raise ValueError("ground truth and prediction are the same layer")
+            truth_data, prediction_data = np.asarray(truth.data), np.asarray(prediction.data)
+            if truth_data.shape != prediction_data.shape:
+                raise ValueError(
+                    f"{truth.name!r} {truth_data.shape} and {prediction.name!r} "
+                    f"{prediction_data.shape} differ in shape"
+                )
+        except Exception as error:
+            show_error(f"Cannot compare: {error}")
+            return
+        show_as_contour(truth, TRUTH_COLOUR)
+        show_as_contour(prediction, PREDICTION_COLOUR)
+        self.compare_button.setEnabled(False)
+        self.volume_label.setText(f"Scoring {prediction.name} against {truth.name}…")
+        spacing = tuple(float(s) for s in prediction.scale[-3:])
+        worker = create_worker(
+            compare_volumes,
+            prediction_data,
+            truth_data,
+            spacing,
+            _start_thread=False,
+            _ignore_errors=True,
+        )
+        worker.returned.connect(lambda result: self._show_comparison(result, prediction))
+        worker.errored.connect(lambda error: self._failed("Comparison failed", error))
+        worker.finished.connect(lambda: self.compare_button.setEnabled(True))
+        self._start(worker)
+
+    def _show_comparison(self, comparison: VolumeComparison, prediction: Layer) -> None:
+        self.comparison = comparison
+        self._compared_layer = prediction
+        self.volume_label.setText(format_volume_scores(comparison))
+        self.show_worst_first()
+
+    def show_worst_first(self) -> None:
+        """Fill the table with the slices, worst (lowest Dice) at the top."""
+        if self.comparison is not None:
+            self.fill_table(worst_first(self.comparison.slices))
+
+    def fill_table(self, slices: list[SliceScores]) -> None:
+        """Show ``slices`` in this order; the headers can sort them afterwards."""
+        table = self.table
+        table.blockSignals(True)
+        table.setSortingEnabled(False)
+        table.clearContents()
+        table.setRowCount(len(slices))
+        for row, scores in enumerate(slices):
+            table.setItem(row, 0, _NumericItem(scores.index, str(scores.index)))
+            table.setItem(row, 1, _NumericItem(scores.dice, f"{scores.dice:.3f}"))
+            table.setItem(row, 2, _NumericItem(scores.hd95, _mm(scores.hd95)))
+            table.setItem(row, 3, _NumericItem(scores.asd, _mm(scores.asd)))
+        # Sorting stays available from the headers, but enabling it sorts by the header's
+        # indicator at once: clear the indicator first so the given order is kept.
+        table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        table.setSortingEnabled(True)
+        table.blockSignals(False)
+
+    def row_slice(self, row: int) -> int | None:
+        """The slice index shown in table row ``row``."""
+        item = self.table.item(row, 0)
+        return None if item is None else int(item.data(_SORT_ROLE))
+
+    def go_to_row(self, row: int, *_: Any) -> None:
+        """Move the viewer to the slice of table row ``row``."""
+        index = self.row_slice(row)
+        if index is not None:
+            self.go_to_slice(index)
+
+    def go_to_slice(self, index: int) -> None:
+        """Show slice ``index`` (axis 0) of the compared prediction layer."""
+        layer = self._compared_layer
+        if layer is None or layer not in self.viewer.layers:
+            self.viewer.dims.set_current_step(0, index)
+            return
+        axis = self.viewer.dims.ndim - layer.ndim
+        position = np.zeros(layer.ndim)
+        position[0] = index
+        self.viewer.dims.set_point(axis, float(layer.data_to_world(position)[0]))
+
+    # ------------------------------------------------------------------ saving
+
+    def _save_with_dialog(self) -> None:
+        try:
+            layer = self._layer(self.prediction_combo, Labels, "a prediction labels layer")
+        except ValueError as error:
+            show_error(f"Cannot save: {error}")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save prediction", str(default_save_path(layer)), "NIfTI (*.nii.gz *.nii)"
+        )
+        if path:
+            self.save_prediction(path, layer)
+
+    def save_prediction(self, path: str | Path, layer: Labels | None = None) -> list[str]:
+        """Write ``layer`` (default: the chosen prediction) as NIfTI in its scan's geometry."""
+        try:
+            if layer is None:
+                layer = self._layer(self.prediction_combo, Labels, "a prediction labels layer")
+            data, attributes, _ = layer.as_layer_data_tuple()
+            written = write_labels(str(path), data, attributes)
+        except Exception as error:
+            show_error(f"Cannot save the prediction: {error}")
+            return []
+        show_info(f"Saved {layer.name} to {written[0]}")
+        return written
+
+    # ------------------------------------------------------------------ workers
+
+    def _start(self, worker: Any) -> None:
+        """Start ``worker``, keeping a reference until it finishes."""
+        self._workers.append(worker)
+        worker.finished.connect(lambda: self._workers.remove(worker))
+        worker.start()
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        show_error(f"{what}: {error}")
+
+    @property
+    def busy(self) -> bool:
+        """Whether a segmentation or comparison is still running."""
+        return bool(self._workers)
+
+
+def show_as_contour(layer: Labels, colour: str) -> None:
+    """Draw a labels layer as an opaque ``colour`` outline (the paper's Figure 3 style)."""
+    layer.colormap = contour_colormap(colour)
+    layer.contour = CONTOUR_PIXELS
+    layer.opacity = 1.0
+    layer.visible = True
+
+
+def _file_key(path: Path) -> tuple[Path, int]:
+    """A loaded model stays valid while its file is unchanged (same path, same mtime)."""
+    try:
+        return path, path.stat().st_mtime_ns
+    except OSError:
+        return path, -1
+
+
+def _fill(combo: QComboBox, names: list[str]) -> None:
+    """Replace a combo's items, keeping the current choice when it still exists."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)

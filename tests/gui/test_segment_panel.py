@@ -1,0 +1,268 @@
+"""The segmentation panel in a real viewer: segment, compare, navigate, save, fail politely.
+
+The models are the ONNX stand-ins of ``conftest.py`` (no TensorFlow in this process).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from napari.plugins.io import save_layers
+from napari.utils.notifications import NotificationSeverity, notification_manager
+from qtpy.QtCore import Qt, QTimer
+from toy_onnx import HEAVY_SIZE, TOY_SIZE, threshold_onnx
+
+from napari_kdseg._layers import volume_layers
+from napari_kdseg._widgets.segment import SegmentationPanel
+from napari_kdseg.data.io import read_volume
+from napari_kdseg.data.phantom import make_case
+from napari_kdseg.evaluation.slices import worst_first
+
+SHOTS = Path("/tmp/shots_seg")
+IMAGE = "phantom B/Case00"
+PREDICTION = f"{IMAGE} prediction"
+
+
+def add_phantom(viewer: Any, size: int) -> None:
+    """Phantom site B case 0 as an image layer and its mask, as the reader makes them."""
+    image, label = make_case("B", 0, size=size, seed=0)
+    for data, attributes, kind in volume_layers(image, label, name=IMAGE):
+        getattr(viewer, f"add_{kind}")(data, **attributes)
+
+
+@pytest.fixture
+def panel_in_viewer(
+    make_napari_viewer: Callable[..., Any], library_env: Path
+) -> tuple[Any, SegmentationPanel]:
+    viewer = make_napari_viewer(show=True)
+    add_phantom(viewer, TOY_SIZE)
+    _, panel = viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
+    assert isinstance(panel, SegmentationPanel), "the manifest's widget is this panel"
+    return viewer, panel
+
+
+def errors_since(start: int) -> list[str]:
+    return [
+        str(record.message)
+        for record in notification_manager.records[start:]
+        if record.severity == NotificationSeverity.ERROR
+    ]
+
+
+def segment_and_wait(qtbot: Any, panel: SegmentationPanel, timeout_ms: int = 60_000) -> None:
+    qtbot.mouseClick(panel.segment_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.busy and panel.segment_button.isEnabled(), timeout=timeout_ms)
+
+
+def compare_and_wait(qtbot: Any, panel: SegmentationPanel) -> None:
+    qtbot.mouseClick(panel.compare_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.comparison is not None and not panel.busy, timeout=30_000)
+
+
+def click_row(qtbot: Any, panel: SegmentationPanel, row: int) -> None:
+    item = panel.table.item(row, 1)
+    panel.table.scrollToItem(item)
+    centre = panel.table.visualItemRect(item).center()
+    qtbot.mouseClick(panel.table.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+
+
+def test_models_are_listed_with_their_cards(panel_in_viewer: tuple[Any, SegmentationPanel]) -> None:
+    _, panel = panel_in_viewer
+    names = [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())]
+    assert names == ["broken.onnx (unusable)", "threshold.onnx"]
+    panel.model_combo.setCurrentIndex(1)
+    assert "threshold stand-in trained on A, B, C, D, E" in panel.card_label.text()
+    assert f"input {TOY_SIZE}x{TOY_SIZE}x3" in panel.card_label.text()
+    assert "validation Dice 0.500" in panel.card_label.text()
+
+
+def test_layer_choices_follow_the_layer_list(
+    panel_in_viewer: tuple[Any, SegmentationPanel],
+) -> None:
+    viewer, panel = panel_in_viewer
+
+    def items(combo: Any) -> list[str]:
+        return [combo.itemText(i) for i in range(combo.count())]
+
+    assert items(panel.image_combo) == [IMAGE]
+    assert items(panel.truth_combo) == [f"{IMAGE} prostate"]
+    viewer.add_labels(np.zeros((2, 4, 4), dtype=np.uint8), name="drawn")
+    assert items(panel.prediction_combo) == [f"{IMAGE} prostate", "drawn"]
+    viewer.layers["drawn"].name = "drawn by hand"
+    assert items(panel.truth_combo) == [f"{IMAGE} prostate", "drawn by hand"]
+    viewer.layers.remove(f"{IMAGE} prostate")
+    assert items(panel.truth_combo) == ["drawn by hand"]
+    viewer.layers.remove(IMAGE)
+    assert items(panel.image_combo) == []
+
+
+def test_segment_compare_navigate_and_save(
+    qtbot: Any, panel_in_viewer: tuple[Any, SegmentationPanel], tmp_path: Path
+) -> None:
+    viewer, panel = panel_in_viewer
+    panel.choose_model(panel.model_combo.itemData(1).path)
+    assert panel.image_combo.currentText() == IMAGE
+
+    segment_and_wait(qtbot, panel)
+
+    image = viewer.layers[IMAGE]
+    prediction = viewer.layers[PREDICTION]
+    assert prediction.data.shape == image.data.shape
+    assert 0 < int(prediction.data.sum()) < prediction.data.size // 4
+    np.testing.assert_allclose(prediction.scale, image.scale)
+    np.testing.assert_allclose(
+        prediction.metadata["kdseg"]["affine"], image.metadata["kdseg"]["affine"]
+    )
+    assert "infer" in panel.timing_label.text()
+    assert "total" in panel.timing_label.text()
+    assert panel.prediction_combo.currentText() == PREDICTION
+    assert panel.truth_combo.currentText() == f"{IMAGE} prostate"
+
+    compare_and_wait(qtbot, panel)
+
+    comparison = panel.comparison
+    assert comparison is not None
+    assert 0 < comparison.volume.dice < 1
+    assert panel.volume_label.text().startswith(f"Volume: Dice {comparison.volume.dice:.3f}")
+    rows = panel.table.rowCount()
+    assert rows == len(comparison.slices) > 3
+    shown = [panel.row_slice(row) for row in range(rows)]
+    assert shown == [s.index for s in worst_first(comparison.slices)], "worst slices first"
+    dice_column = [float(panel.table.item(row, 1).text()) for row in range(rows)]
+    assert dice_column == sorted(dice_column)
+    assert viewer.layers[f"{IMAGE} prostate"].contour == 2
+    assert prediction.contour == 2
+
+    # A slice away from the current one, so the click must move the viewer.
+    target_row = next(
+        row for row in range(rows) if panel.row_slice(row) != viewer.dims.current_step[0]
+    )
+    click_row(qtbot, panel, target_row)
+    assert viewer.dims.current_step[0] == panel.row_slice(target_row)
+
+    # Sorting by the slice column puts slice indices in order.
+    panel.table.sortItems(0, Qt.SortOrder.AscendingOrder)
+    indices = [panel.row_slice(row) for row in range(rows)]
+    assert indices == sorted(indices)
+
+    written = panel.save_prediction(tmp_path / "prediction.nii.gz")
+    assert written == [str(tmp_path / "prediction.nii.gz")]
+    back = read_volume(written[0], labels=True)
+    np.testing.assert_array_equal(back.array, prediction.data)
+    np.testing.assert_allclose(back.affine, image.metadata["kdseg"]["affine"])
+    # napari's own save path (File > Save Selected Layers) goes through the same writer.
+    saved = save_layers(str(tmp_path / "via_napari.nii.gz"), [prediction], plugin="napari-kdseg")
+    assert saved == [str(tmp_path / "via_napari.nii.gz")]
+    np.testing.assert_allclose(read_volume(saved[0], labels=True).affine, back.affine)
+
+
+def test_contours_are_red_truth_and_green_prediction(
+    qtbot: Any, panel_in_viewer: tuple[Any, SegmentationPanel]
+) -> None:
+    viewer, panel = panel_in_viewer
+    panel.choose_model(panel.model_combo.itemData(1).path)
+    segment_and_wait(qtbot, panel)
+    compare_and_wait(qtbot, panel)
+    best = max(
+        range(panel.table.rowCount()), key=lambda row: float(panel.table.item(row, 1).text())
+    )
+    click_row(qtbot, panel, best)
+    viewer.reset_view()
+
+    shot = viewer.screenshot(canvas_only=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    _save_png(shot, SHOTS / "compare_contours.png")
+    _save_png(viewer.screenshot(canvas_only=False), SHOTS / "segmentation_panel.png")
+
+    red, green, blue = (shot[..., channel].astype(int) for channel in range(3))
+    red_pixels = int(np.sum((red > 150) & (green < 80) & (blue < 80)))
+    green_pixels = int(np.sum((green > 150) & (red < 80) & (blue < 80)))
+    assert red_pixels > 50, f"ground-truth contour not visible ({red_pixels} red pixels)"
+    assert green_pixels > 50, f"prediction contour not visible ({green_pixels} green pixels)"
+
+
+def test_bad_models_become_notifications(
+    qtbot: Any, panel_in_viewer: tuple[Any, SegmentationPanel], tmp_path: Path
+) -> None:
+    viewer, panel = panel_in_viewer
+    start = len(notification_manager.records)
+
+    panel.model_combo.setCurrentIndex(0)  # broken.onnx: refused before any thread starts
+    qtbot.mouseClick(panel.segment_button, Qt.MouseButton.LeftButton)
+    assert panel.segment_button.isEnabled()
+    assert any("broken.onnx" in message for message in errors_since(start))
+
+    # A card that disagrees with its graph passes the listing; loading it fails in the worker.
+    mismatched = threshold_onnx(tmp_path / "mismatched.onnx", size=TOY_SIZE, card_size=48)
+    panel.choose_model(mismatched)
+    assert panel.selected_model_path() == mismatched
+    start = len(notification_manager.records)
+    segment_and_wait(qtbot, panel)
+    messages = errors_since(start)
+    assert any("Segmentation failed" in m and "mismatched.onnx" in m for m in messages), messages
+    assert PREDICTION not in viewer.layers
+    assert panel.segment_button.isEnabled(), "the button comes back after a failure"
+
+
+def test_viewer_stays_responsive_while_segmenting(
+    qtbot: Any, make_napari_viewer: Callable[..., Any], heavy_model: Path, library_env: Path
+) -> None:
+    viewer = make_napari_viewer(show=True)
+    add_phantom(viewer, HEAVY_SIZE)
+    panel = SegmentationPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Segmentation")
+    panel.choose_model(heavy_model)
+    # Load the model once, so the timed run is the segmentation itself (and adding its layer).
+    segment_and_wait(qtbot, panel)
+    viewer.layers.remove(PREDICTION)
+
+    ticks: list[float] = []
+    heartbeat = QTimer()
+    heartbeat.setInterval(20)
+    heartbeat.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    returned: list[float] = []  # when the worker's result reaches the GUI thread
+    add_prediction = panel._add_prediction
+
+    def timed_add_prediction(*args: Any) -> None:
+        returned.append(time.perf_counter())
+        add_prediction(*args)
+
+    panel._add_prediction = timed_add_prediction  # type: ignore[method-assign]
+    heartbeat.start()
+    qtbot.wait(100)
+    started = time.perf_counter()
+    segment_and_wait(qtbot, panel)
+    elapsed = time.perf_counter() - started
+    qtbot.wait(60)
+    heartbeat.stop()
+
+    beats = np.array([tick for tick in ticks if tick >= started - 0.05])
+    while_running = np.diff(beats[beats <= returned[0] + 0.02])
+    overall = np.diff(beats)
+    print(
+        f"segmentation {elapsed:.2f} s ({returned[0] - started:.2f} s in the worker), "
+        f"{overall.size} heartbeats, largest gap {while_running.max() * 1000:.0f} ms while "
+        f"the worker ran, {overall.max() * 1000:.0f} ms including adding the layer"
+    )
+    assert returned[0] - started > 0.5, "the worker was too fast to measure anything"
+    assert while_running.size > (returned[0] - started) / 0.1, "the heartbeat hardly ran"
+    assert while_running.max() <= 0.2, f"the viewer froze for {while_running.max():.3f} s"
+    # Adding a 256 x 256 x 25 labels layer is napari's own work on the GUI thread (about
+    # 90 ms plus 50 ms for its first paint on the development machine): bounded, not zero.
+    assert overall.max() <= 0.35, f"the viewer froze for {overall.max():.3f} s"
+    assert viewer.layers[PREDICTION].data.shape == viewer.layers[IMAGE].data.shape
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from qtpy.QtGui import QImage
+
+    rgba = np.ascontiguousarray(array[..., :4] if array.shape[-1] == 4 else array)
+    height, width = rgba.shape[:2]
+    fmt = QImage.Format.Format_RGBA8888 if rgba.shape[-1] == 4 else QImage.Format.Format_RGB888
+    image = QImage(rgba.data, width, height, rgba.strides[0], fmt)
+    assert image.save(str(path)), f"could not write {path}"
