@@ -14,11 +14,15 @@ LayerData = tuple[Any, dict[str, Any], str]
 def volume_layers(image: Volume, label: Volume | None, name: str) -> list[LayerData]:
     """An image layer (and a labels layer for its mask) in millimetres.
 
-    ``scale`` is the voxel spacing so distances in the viewer are real; the full affine and
-    source path travel in ``metadata`` so a result drawn on these layers can be written back
-    in the scan's own geometry.
+    ``scale`` is the voxel spacing so distances in the viewer are real; the full affine, the
+    array shape and the source path travel in ``metadata`` so a result drawn on these layers
+    can be checked and written back in the scan's own geometry.
     """
-    geometry = {"affine": image.affine.tolist(), "source": str(image.source or "")}
+    geometry = {
+        "affine": image.affine.tolist(),
+        "shape": list(image.shape),
+        "source": str(image.source or ""),
+    }
     low, high = np.percentile(image.array, [0.5, 99.5])
     layers: list[LayerData] = [
         (

@@ -77,7 +77,7 @@ def read_path(path: str | Path) -> ReadResult:
         return read_volume_file(path)
     if kind == "dicom":
         scan = _read(path)
-        return ReadResult(layers=with_shape(volume_layers(scan, None, name=path.name), scan.shape))
+        return ReadResult(layers=volume_layers(scan, None, name=path.name))
     if kind == "dataset":
         return read_dataset(path)
     if kind == "dicom folders":
@@ -108,7 +108,7 @@ def read_volume_file(path: Path) -> ReadResult:
                     f"{image.shape}"
                 )
                 mask = None
-    result.layers = with_shape(volume_layers(image, mask, name=stem), image.shape)
+    result.layers = volume_layers(image, mask, name=stem)
     return result
 
 
@@ -121,9 +121,7 @@ def read_dicom_folders(root: Path) -> ReadResult:
         except KdsegDataError as error:
             result.problems.append(f"{error}; series skipped")
             continue
-        result.layers.extend(
-            with_shape(volume_layers(scan, None, name=f"{root.name}/{folder.name}"), scan.shape)
-        )
+        result.layers.extend(volume_layers(scan, None, name=f"{root.name}/{folder.name}"))
     if not result.layers:
         raise VolumeError(root, f"no DICOM series could be opened ({'; '.join(result.problems)})")
     return result
@@ -153,7 +151,7 @@ def case_layers(case: Case) -> list[LayerData]:
         raise VolumeError(
             case.label or "", f"mask shape {mask.shape} differs from the scan's {image.shape}"
         )
-    return with_shape(volume_layers(image, mask, name=f"{case.site}/{case.id}"), image.shape)
+    return volume_layers(image, mask, name=f"{case.site}/{case.id}")
 
 
 def labels_layer(mask: Volume, name: str) -> LayerData:
@@ -168,13 +166,6 @@ def labels_layer(mask: Volume, name: str) -> LayerData:
         {"name": name, "scale": mask.spacing, "opacity": 0.4, "metadata": {"kdseg": geometry}},
         "labels",
     )
-
-
-def with_shape(layers: list[LayerData], shape: tuple[int, ...]) -> list[LayerData]:
-    """Record the scan's array shape beside its affine, so a writer can check what it gets."""
-    for _, attributes, _ in layers:
-        attributes["metadata"]["kdseg"]["shape"] = list(shape)
-    return layers
 
 
 def find_sibling_mask(image: Path) -> Path | None:
