@@ -26,7 +26,7 @@ from napari_kdseg._layers import LayerData, volume_layers
 from napari_kdseg.data.datasets import Case, Problem, discover
 from napari_kdseg.data.errors import DatasetError, KdsegDataError, VolumeError
 from napari_kdseg.data.io import read_volume
-from napari_kdseg.data.volume import Volume
+from napari_kdseg.data.volume import Volume, check_mask_grid
 
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
 
@@ -99,15 +99,10 @@ def read_volume_file(path: Path) -> ReadResult:
     if sibling is not None:
         try:
             mask = _read(sibling, labels=True)
+            _check_grid(sibling, mask, path, image)
         except KdsegDataError as error:
             result.problems.append(f"mask not opened: {error}")
-        else:
-            if mask.shape != image.shape:
-                result.problems.append(
-                    f"mask not opened: {sibling}: shape {mask.shape} differs from the scan's "
-                    f"{image.shape}"
-                )
-                mask = None
+            mask = None
     result.layers = volume_layers(image, mask, name=stem)
     return result
 
@@ -147,11 +142,14 @@ def case_layers(case: Case) -> list[LayerData]:
     """One case as an image layer and (when it has one) its mask, named ``site/case``."""
     image = _read(case.image)
     mask = None if case.label is None else _read(case.label, labels=True)
-    if mask is not None and mask.shape != image.shape:
-        raise VolumeError(
-            case.label or "", f"mask shape {mask.shape} differs from the scan's {image.shape}"
-        )
+    if mask is not None and case.label is not None:
+        _check_grid(case.label, mask, case.image, image)
     return volume_layers(image, mask, name=f"{case.site}/{case.id}")
+
+
+def _check_grid(mask_path: Path, mask: Volume, image_path: Path, image: Volume) -> None:
+    """A mask drawn on another grid (shape, spacing, origin or axes) would mislead: refuse it."""
+    check_mask_grid(mask_path, mask.shape, mask.affine, image_path, image.shape, image.affine)
 
 
 def labels_layer(mask: Volume, name: str) -> LayerData:

@@ -214,3 +214,20 @@ def test_real_promise12_case_opens_with_its_mask(promise12_case: tuple[Path, Pat
     assert layers[1][1]["metadata"]["kdseg"]["source"] == str(mask_path)
     assert layers[1][0].shape == layers[0][0].shape
     assert layers[1][0].any()
+
+
+def test_a_sibling_mask_on_another_grid_is_not_opened(dataset: Path, tmp_path: Path) -> None:
+    """Same shape, other spacing: drawing it on the scan would put the prostate elsewhere."""
+    image = tmp_path / "Case00.nii.gz"
+    shutil.copy(dataset / "A" / "Case00.nii.gz", image)
+    mask = nib.load(dataset / "A" / "Case00_segmentation.nii.gz")
+    moved = mask.affine.copy()
+    moved[:3, :3] *= 1.5
+    nib.save(
+        nib.Nifti1Image(np.asarray(mask.dataobj), moved), tmp_path / "Case00_segmentation.nii.gz"
+    )
+    result = read_path(str(image))
+    assert names_and_types(result.layers) == [("Case00", "image")]
+    assert len(result.problems) == 1
+    assert "mask not opened" in result.problems[0]
+    assert "does not lie on the grid of its image" in result.problems[0]

@@ -62,6 +62,12 @@ def register(commands: Subcommands) -> None:
         "--series", help="DICOM series (UID or number) when the folder holds several"
     )
     segment.add_argument(
+        "--volume",
+        type=int,
+        metavar="N",
+        help="volume (0-based) of a 4D NIfTI or MetaImage scan, e.g. one time point",
+    )
+    segment.add_argument(
         "--tta", action="store_true", help="average over in-plane flips (3 passes: 3x the time)"
     )
     segment.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
@@ -137,7 +143,7 @@ def _segment(args: argparse.Namespace) -> int:
     truth = read_volume(args.gt, labels=True) if args.gt is not None else None
 
     pipeline_started = time.perf_counter()
-    scan = read_volume(args.input, series=args.series)
+    scan = read_volume(args.input, series=args.series, volume=args.volume)
     seconds["read"] = time.perf_counter() - pipeline_started
     if truth is not None:
         _check_same_grid(args.gt, truth, scan)

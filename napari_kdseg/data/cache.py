@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy.typing as npt
 
 from napari_kdseg.data.atomic import atomic_directory
 from napari_kdseg.data.datasets import Case
-from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.data.errors import DataWarning, VolumeError
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.preprocess import (
     PREPROCESS_VERSION,
@@ -33,6 +34,7 @@ from napari_kdseg.data.preprocess import (
     prepare_labels,
     prepare_volume,
 )
+from napari_kdseg.data.volume import check_mask_grid
 
 _ELEMENT_DATA_FILE = re.compile(r"^\s*ElementDataFile\s*=\s*(?P<name>.+?)\s*$", re.MULTILINE)
 
@@ -81,7 +83,12 @@ class PreprocessCache:
         return digest.hexdigest()
 
     def prepare(self, case: Case, config: PreprocessConfig) -> PreparedCase:
-        """The case preprocessed with ``config``, from the cache when it is there."""
+        """The case preprocessed with ``config``, from the cache when it is there.
+
+        Raises :class:`~napari_kdseg.data.errors.VolumeError` for a scan or mask that cannot
+        be read (see :func:`~napari_kdseg.data.io.read_volume`) and for a mask that is not on
+        its scan's grid (shape or affine), naming both files; nothing is cached then.
+        """
         entry = self.root / self.key(case, config)
         if (entry / "meta.json").exists():
             try:
@@ -94,9 +101,9 @@ class PreprocessCache:
         self.misses += 1
         image = read_volume(case.image)
         label = None if case.label is None else read_volume(case.label, labels=True)
-        if label is not None and label.shape != image.shape:
-            raise VolumeError(
-                case.label, f"mask shape {label.shape} differs from its scan's {image.shape}"
+        if label is not None:
+            check_mask_grid(
+                case.label, label.shape, label.affine, case.image, image.shape, image.affine
             )
         array, geometry = prepare_volume(image, config)
         mask = None if label is None else prepare_labels(label, config)
@@ -108,8 +115,30 @@ class PreprocessCache:
             (tmp / "meta.json").write_text(json.dumps(meta))
         return PreparedCase(case.site, case.id, array, mask, geometry)
 
-    def prepare_all(self, cases: list[Case], config: PreprocessConfig) -> list[PreparedCase]:
-        return [self.prepare(case, config) for case in cases]
+    def prepare_all(
+        self, cases: list[Case], config: PreprocessConfig, *, skip_empty: bool = True
+    ) -> list[PreparedCase]:
+        """Every case prepared; what training reads.
+
+        With ``skip_empty`` (the default) a case whose mask holds no prostate on the model
+        grid is left out with a :class:`~napari_kdseg.data.errors.DataWarning` naming the
+        case and its mask: training on it would teach "no gland here" for a scan that has
+        one, silently. An empty mask is more often a failed export than a truth.
+        """
+        prepared = []
+        for case in cases:
+            result = self.prepare(case, config)
+            if skip_empty and result.label is not None and not np.any(result.label):
+                warnings.warn(
+                    f"{case.label}: mask is empty (no prostate voxels on the "
+                    f"{config.size} x {config.size} model grid); case {case.site}/{case.id} "
+                    "is skipped",
+                    DataWarning,
+                    stacklevel=2,
+                )
+                continue
+            prepared.append(result)
+        return prepared
 
 
 def _load(entry: Path, case: Case) -> PreparedCase:

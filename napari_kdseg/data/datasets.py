@@ -95,13 +95,24 @@ def discover(root: str | Path) -> Dataset:
         raise DatasetError(root, "folder does not exist")
     if not root.is_dir():
         raise DatasetError(root, "expected a folder of sites or of cases, found a file")
+    if not _entries(root):
+        raise DatasetError(
+            root,
+            "folder is empty: expected sub-folders of cases (one per site) or the cases "
+            "of one site (CaseXX.nii.gz with CaseXX_segmentation.nii.gz, .mhd pairs, or "
+            "imagesTr/ with labelsTr/)",
+        )
     problems: list[Problem] = []
     own = _scan_site(root, root.name, problems)
     if own is not None:
         return Dataset(root=root, sites=(own,), problems=tuple(problems))
     sites = []
     for folder in _subfolders(root):
-        site = _scan_site(folder, folder.name, problems)
+        try:
+            site = _scan_site(folder, folder.name, problems)
+        except DatasetError as error:
+            problems.append(Problem(error.path, error.problem, site=folder.name))
+            continue
         if site is None:
             problems.append(
                 Problem(
@@ -117,15 +128,38 @@ def discover(root: str | Path) -> Dataset:
     if not sites:
         raise DatasetError(
             root,
-            "no sites found: expected sub-folders of cases (CaseXX.nii.gz with "
-            "CaseXX_segmentation.nii.gz, CaseXX.mhd with CaseXX_segmentation.mhd, or "
-            "imagesTr/ with labelsTr/), or such cases directly in this folder",
+            f"no sites found among {_contents(root)}: expected sub-folders of cases "
+            "(CaseXX.nii.gz with CaseXX_segmentation.nii.gz, CaseXX.mhd with "
+            "CaseXX_segmentation.mhd, or imagesTr/ with labelsTr/), or such cases directly "
+            "in this folder",
         )
     return Dataset(root=root, sites=tuple(sites), problems=tuple(problems))
 
 
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds, or a :class:`DatasetError` saying why it cannot be listed."""
+    try:
+        return list(folder.iterdir())
+    except OSError as error:
+        raise DatasetError(folder, f"folder cannot be read ({error.strerror or error})") from error
+
+
+def _contents(folder: Path) -> str:
+    """``'2 file(s) (notes.txt, scan.png) and 1 folder(s) (empty)'``, for messages."""
+    entries = sorted(p for p in _entries(folder) if not p.name.startswith("."))
+    parts = []
+    for kind, chosen in (
+        ("file(s)", [p for p in entries if not p.is_dir()]),
+        ("folder(s)", [p for p in entries if p.is_dir()]),
+    ):
+        if chosen:
+            names = ", ".join(p.name for p in chosen[:3]) + (", ..." if len(chosen) > 3 else "")
+            parts.append(f"{len(chosen)} {kind} ({names})")
+    return " and ".join(parts) or "hidden files only"
+
+
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in _entries(folder) if p.is_dir() and not p.name.startswith("."))
 
 
 def _scan_site(folder: Path, name: str, problems: list[Problem]) -> Site | None:
@@ -133,7 +167,7 @@ def _scan_site(folder: Path, name: str, problems: list[Problem]) -> Site | None:
         return _scan_msd(folder, name, problems)
     files = [
         p
-        for p in folder.iterdir()
+        for p in _entries(folder)
         if p.is_file() and not p.name.startswith(".") and _volume_stem(p) is not None
     ]
     if not files:
@@ -163,7 +197,7 @@ def _scan_site(folder: Path, name: str, problems: list[Problem]) -> Site | None:
 
 def _scan_msd(folder: Path, name: str, problems: list[Problem]) -> Site:
     images: dict[str, Path] = {}
-    for path in sorted((folder / "imagesTr").iterdir()):
+    for path in sorted(_entries(folder / "imagesTr")):
         stem = _volume_stem(path)
         if stem is None or path.name.startswith("."):
             continue
@@ -174,7 +208,7 @@ def _scan_msd(folder: Path, name: str, problems: list[Problem]) -> Site:
     labels: dict[str, Path] = {}
     label_folder = folder / "labelsTr"
     if label_folder.is_dir():
-        for path in sorted(label_folder.iterdir()):
+        for path in sorted(_entries(label_folder)):
             stem = _volume_stem(path)
             if stem is not None and not path.name.startswith("."):
                 labels[stem] = path

@@ -24,3 +24,7 @@ class DicomSeriesError(VolumeError):
 
 class DatasetError(KdsegDataError):
     """A dataset root or site folder cannot be understood."""
+
+
+class DataWarning(UserWarning):
+    """Something is wrong with a file, but work goes on without it (a case skipped)."""

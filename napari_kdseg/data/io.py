@@ -10,8 +10,8 @@ import numpy.typing as npt
 
 from napari_kdseg.data.dicom import read_dicom_series
 from napari_kdseg.data.errors import VolumeError
-from napari_kdseg.data.metaimage import is_metaimage, read_metaimage, read_metaimage_header
-from napari_kdseg.data.nifti import is_nifti, read_nifti, read_nifti_header, write_nifti
+from napari_kdseg.data.metaimage import is_metaimage, metaimage_geometry, read_metaimage
+from napari_kdseg.data.nifti import is_nifti, nifti_geometry, read_nifti, write_nifti
 from napari_kdseg.data.volume import Volume
 
 SUPPORTED = "NIfTI (.nii, .nii.gz), MetaImage (.mhd, .mha) or a DICOM series folder"
@@ -19,42 +19,70 @@ SUPPORTED = "NIfTI (.nii, .nii.gz), MetaImage (.mhd, .mha) or a DICOM series fol
 
 @dataclass(frozen=True)
 class Header:
-    """Geometry read without decoding voxels: shape and spacing in array order (k, j, i)."""
+    """Geometry read without decoding voxels: shape and spacing in array order (k, j, i).
+
+    ``itemsize`` is the bytes of one stored voxel, for memory estimates.
+    """
 
     shape: tuple[int, ...]
     spacing: tuple[float, ...]
     affine: npt.NDArray[np.float64]
+    itemsize: int = 4
 
 
 def read_volume(
-    path: str | Path, *, labels: bool = False, series: str | int | None = None
+    path: str | Path,
+    *,
+    labels: bool = False,
+    series: str | int | None = None,
+    volume: int | None = None,
 ) -> Volume:
-    """Read a scan (float32) or, with ``labels=True``, a label map (integers) from ``path``."""
+    """Read a scan (float32) or, with ``labels=True``, a label map (integers) from ``path``.
+
+    ``series`` picks one series of a DICOM folder holding several, ``volume`` one volume
+    (0-based) of a 4D NIfTI or MetaImage file. Whatever is wrong with the input is raised as
+    a :class:`~napari_kdseg.data.errors.VolumeError` naming the file and the problem, before
+    anything is written: unreadable, truncated or corrupt files, 2D or 4D volumes, scans
+    with NaN/Inf voxels, label maps that cannot be masks, volumes too large for the memory
+    available (checked from the header, before decoding) and DICOM folders that do not hold
+    exactly one complete series.
+    """
     path = Path(path)
     if path.is_dir():
+        if volume:
+            raise VolumeError(path, "volume= applies to 4D NIfTI or MetaImage files only")
         return read_dicom_series(path, series=series)
     if is_nifti(path):
-        return read_nifti(path, labels=labels)
+        return read_nifti(path, labels=labels, volume=volume)
     if is_metaimage(path):
-        return read_metaimage(path, labels=labels)
+        return read_metaimage(path, labels=labels, volume=volume)
     if not path.exists():
         raise VolumeError(path, "file does not exist")
     raise VolumeError(path, f"unsupported file type; expected {SUPPORTED}")
 
 
 def read_header(path: str | Path) -> Header:
-    """Shape, spacing and affine of a NIfTI or MetaImage file without reading its voxels."""
+    """Shape, spacing and affine of a NIfTI or MetaImage file without reading its voxels.
+
+    A file shorter than its header describes is refused as truncated (corruption inside a
+    gzip stream is only found by :func:`read_volume`, which decompresses it).
+    """
     path = Path(path)
     if is_nifti(path):
-        shape, affine = read_nifti_header(path)
+        shape, affine, itemsize = nifti_geometry(path)
     elif is_metaimage(path):
-        shape, affine = read_metaimage_header(path)
+        shape, affine, itemsize = metaimage_geometry(path)
+    elif not path.exists():
+        raise VolumeError(path, "file does not exist")
     else:
         raise VolumeError(path, f"unsupported file type; expected {SUPPORTED}")
     sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     spacing = tuple(float(s) for s in sizes[::-1])
     return Header(
-        shape=tuple(reversed(shape[:3])) + tuple(shape[3:]), spacing=spacing, affine=affine
+        shape=tuple(reversed(shape[:3])) + tuple(shape[3:]),
+        spacing=spacing,
+        affine=affine,
+        itemsize=itemsize,
     )
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from napari_kdseg.data.datasets import Case, Dataset, Problem
 from napari_kdseg.data.errors import KdsegDataError
 from napari_kdseg.data.io import read_header, read_volume
+from napari_kdseg.data.memory import check_fits_in_memory
+from napari_kdseg.data.volume import check_mask_grid, volume_shape_message
 
 # Image and mask voxel grids may disagree by rounding in their headers, not by more.
 _AFFINE_TOLERANCE_MM = 1e-3
@@ -83,9 +85,12 @@ def _survey_case(case: Case) -> tuple[CaseSurvey, list[Problem]]:
     image_affine = None
     try:
         header = read_header(case.image)
+        shape, spacing = list(header.shape), list(header.spacing)
         if len(header.shape) != 3:
-            problem(case.image, f"expected a 3D volume, found {len(header.shape)}D {header.shape}")
-        shape, spacing, image_affine = list(header.shape), list(header.spacing), header.affine
+            problem(case.image, volume_shape_message(header.shape))
+        else:
+            image_affine = header.affine
+            check_fits_in_memory(case.image, header.shape, header.itemsize, "scan")
     except KdsegDataError as error:
         problem(case.image, error.problem)
     if case.label is not None:
@@ -93,14 +98,22 @@ def _survey_case(case: Case) -> tuple[CaseSurvey, list[Problem]]:
             mask = read_volume(case.label, labels=True)
             values = [int(v) for v in np.unique(mask.array)]
             gland = int(np.count_nonzero(mask.array))
-            if shape is not None and list(mask.shape) != shape[:3]:
-                problem(case.label, f"mask shape {list(mask.shape)} differs from image {shape}")
-            elif image_affine is not None and not np.allclose(
-                mask.affine, image_affine, atol=_AFFINE_TOLERANCE_MM
-            ):
-                problem(case.label, "mask geometry (affine) differs from the image's")
+            if image_affine is not None and shape is not None:
+                check_mask_grid(
+                    case.label,
+                    mask.shape,
+                    mask.affine,
+                    case.image,
+                    tuple(shape),
+                    image_affine,
+                    atol=_AFFINE_TOLERANCE_MM,
+                )
             if gland == 0:
-                problem(case.label, "mask is empty (no prostate voxels)", severity="warning")
+                problem(
+                    case.label,
+                    "mask is empty (no prostate voxels); training skips this case",
+                    severity="warning",
+                )
             elif any(v not in (0, 1) for v in values):
                 problem(
                     case.label,

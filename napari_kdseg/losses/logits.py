@@ -38,7 +38,8 @@ def logits_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float
         temperature: softening temperature ``T > 0``; 1 is the paper's plain KL.
 
     Returns:
-        A scalar, zero if and only if both give the same probabilities, positive otherwise.
+        A scalar, zero when both give the same probabilities and positive otherwise, up to
+        float32 rounding (near-equal inputs can give about -1e-8).
 
     Raises:
         ValueError: for a non-positive temperature or mismatched shapes.

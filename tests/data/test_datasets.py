@@ -125,7 +125,10 @@ def test_problems_are_found_and_named(tmp_path: Path) -> None:
     by_case = {(p.case, p.problem.split(":")[0].split(" (")[0]) for p in survey.problems if p.case}
     assert ("Case01", "image without mask") in by_case
     assert ("Case02", "mask without image") in by_case
-    assert any(case == "Case03" and "shape" in text for case, text in by_case)
+    assert any(
+        p.case == "Case03" and "shape (5, 10, 12) vs (4, 10, 12)" in p.problem
+        for p in survey.problems
+    )
     assert any(case == "Case04" and "non-binary labels [0, 1, 2]" in text for case, text in by_case)
     assert any(case == "Case05" and "not a readable NIfTI" in text for case, text in by_case)
     assert any(case == "Case06" and "empty" in text for case, text in by_case)
@@ -154,7 +157,8 @@ def test_survey_json_shape(tmp_path: Path) -> None:
     [
         (lambda root: root / "absent", "does not exist"),
         (lambda root: (root / "file.txt").write_text("x") and root / "file.txt", "found a file"),
-        (lambda root: root, "no sites found"),
+        (lambda root: root, "folder is empty"),
+        (lambda root: (root / "notes.txt").write_text("x") and root, "no sites found"),
     ],
 )
 def test_unusable_roots(tmp_path: Path, make: object, message: str) -> None:
