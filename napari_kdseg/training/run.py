@@ -12,6 +12,7 @@ import dataclasses
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from napari_kdseg import __version__
 from napari_kdseg.data.atomic import atomic_path, remove_stale_temporaries
 from napari_kdseg.data.cache import PreparedCase, PreprocessCache
 from napari_kdseg.data.datasets import Dataset, split_cases
-from napari_kdseg.data.errors import DatasetError
+from napari_kdseg.data.errors import DatasetError, DataWarning
 from napari_kdseg.data.pipeline import SliceDataset
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.models import build_model
@@ -71,8 +72,21 @@ def load_split(
         if not cases:
             raise DatasetError(dataset.site(site).path, "site has no labelled cases to train on")
         kept, held = split_cases(cases, config.validation_fraction, config.seed)
-        train += cache.prepare_all(kept, config.preprocess)
-        validation += cache.prepare_all(held, config.preprocess)
+        # Skipped cases (an empty mask) are announced in the progress stream, where the
+        # napari panel shows them, not only as a Python warning on stderr.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            train += cache.prepare_all(kept, config.preprocess)
+            validation += cache.prepare_all(held, config.preprocess)
+        for warning in caught:
+            if issubclass(warning.category, DataWarning):
+                emit("warning", site=site, message=str(warning.message))
+            else:
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
+    if not train:
+        raise DatasetError(dataset.root, f"no usable training cases left in sites {sites}")
     return train, validation
 
 
