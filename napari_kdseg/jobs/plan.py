@@ -1,0 +1,266 @@
+"""What the distillation panel asks for, checked, and the ``kdseg loso`` command that does it.
+
+Qt-free and TensorFlow-free: :mod:`napari_kdseg.training.config` is imported for the paper's
+settings because it does not import Keras at module level. The CPU preset's numbers live in
+:func:`napari_kdseg.training.config.cpu_preset`, which imports the model registry (Keras) to
+tell students from teachers, so they are mirrored in :data:`CPU_PRESET`; a non-GUI test pins
+the copy (and the model names) to the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_kdseg.data.datasets import Dataset
+from napari_kdseg.jobs.child import python_command
+from napari_kdseg.training.config import LOSS_NAMES, DistillationConfig, paper_preset
+
+#: Teacher architectures by command-line name, with the names people read.
+TEACHERS = {"unetpp": "UNet++", "deeplabv3plus": "DeepLabV3+"}
+#: Student architectures by command-line name, with the names people read.
+STUDENTS = {"enet": "ENet", "espnet": "ESPNet", "erfnet": "ERFNet"}
+#: The losses' short names (the paper's LM, KMM, AAM), in the order of ``--lambdas``.
+LOSS_LABELS = {"logits": "LM", "kernel_matrix": "KMM", "affinity": "AAM"}
+DEFAULT_LAMBDAS: tuple[float, ...] = tuple(DistillationConfig().lambdas[n] for n in LOSS_NAMES)
+
+TRAINING_ROLE = "training: teacher + student"
+TARGET_ROLE = "target (unseen)"
+
+
+@dataclass(frozen=True)
+class PresetValues:
+    """The settings a ``--preset`` gives when nothing overrides them."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    size: int
+    student_width: float
+    teacher_width: float
+
+
+def _paper_values() -> PresetValues:
+    config = paper_preset()
+    return PresetValues(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        size=config.preprocess.size,
+        student_width=config.width,
+        teacher_width=config.width,
+    )
+
+
+#: Mirror of :func:`napari_kdseg.training.config.cpu_preset` (see the module docstring).
+CPU_PRESET = PresetValues(
+    epochs=6, batch_size=16, learning_rate=3e-3, size=96, student_width=1.0, teacher_width=0.25
+)
+PRESETS: dict[str, PresetValues] = {"paper": _paper_values(), "cpu": CPU_PRESET}
+
+
+@dataclass(frozen=True)
+class DistillationSettings:
+    """One leave-one-site-out distillation: a teacher and a student, without and with losses.
+
+    ``None`` for a number means the preset's value (``width`` then differs for teachers and
+    students, as the CPU preset has it). ``teacher_file`` replaces training the teacher.
+    """
+
+    dataset: Path
+    target: str
+    run_folder: Path
+    teacher: str = "unetpp"
+    teacher_file: Path | None = None
+    student: str = "enet"
+    losses: tuple[str, ...] = LOSS_NAMES
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    preset: str = "cpu"
+    epochs: int | None = None
+    student_epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    size: int | None = None
+    width: float | None = None
+    library: Path | None = None
+    cache_dir: Path | None = None
+
+    @property
+    def preset_values(self) -> PresetValues:
+        return PRESETS[self.preset]
+
+
+@dataclass(frozen=True)
+class SiteRole:
+    """One row of the panel's site table."""
+
+    site: str
+    role: str
+    cases: int
+    labelled: int
+
+
+@dataclass(frozen=True)
+class Validation:
+    """``errors`` stop a run from starting; ``notes`` tell what it will do."""
+
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def loso_argv(settings: DistillationSettings) -> list[str]:
+    """``python -m napari_kdseg loso ...`` training the teacher (or taking its file), the
+    student alone and the student distilled with the chosen losses, scored on the target."""
+    argv = python_command(
+        "loso",
+        str(settings.dataset),
+        "--targets",
+        settings.target,
+        "--students",
+        settings.student,
+        "--out",
+        str(settings.run_folder),
+        "--preset",
+        settings.preset,
+    )
+    if settings.teacher_file is not None:
+        argv += ["--teacher-file", str(settings.teacher_file)]
+    else:
+        argv += ["--teachers", settings.teacher]
+    argv += ["--losses", *settings.losses]
+    argv += ["--lambdas", *(f"{weight:g}" for weight in settings.lambdas)]
+    options = {
+        "--epochs": settings.epochs,
+        "--student-epochs": settings.student_epochs,
+        "--batch-size": settings.batch_size,
+        "--learning-rate": settings.learning_rate,
+        "--size": settings.size,
+        "--width": settings.width,
+        "--export-to": settings.library,
+        "--cache-dir": settings.cache_dir,
+    }
+    for option, value in options.items():
+        if value is not None:
+            argv += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    return argv
+
+
+def site_roles(dataset: Dataset, target: str | None) -> list[SiteRole]:
+    """Each site with what the run does with it, its case count and labelled case count."""
+    return [
+        SiteRole(
+            site=site.name,
+            role=TARGET_ROLE if site.name == target else TRAINING_ROLE,
+            cases=len(site.cases),
+            labelled=sum(case.label is not None for case in site.cases),
+        )
+        for site in dataset.sites
+    ]
+
+
+def dataset_root_of(sources: Sequence[str | Path]) -> Path | None:
+    """The dataset root behind files read from it: the folder holding their site folders.
+
+    ``sources`` are case files (``ROOT/SITE/Case00.nii.gz``, or ``ROOT/SITE/imagesTr/...``).
+    Returns the nearest common folder above the site folders that holds two or more sites,
+    else the site folder itself, or None when the files share no folder.
+    """
+    from napari_kdseg.data.datasets import discover
+    from napari_kdseg.data.errors import KdsegDataError
+
+    folders = {Path(source).parent for source in sources if str(source)}
+    folders = {f.parent if f.name in ("imagesTr", "labelsTr") else f for f in folders}
+    if not folders:
+        return None
+    common = Path(*_common_parts([folder.parts for folder in folders]))
+    if not common.parts or common == Path(common.anchor):
+        return None
+    found: Path | None = None
+    for candidate in (common, common.parent):
+        try:
+            sites = discover(candidate).site_names
+        except (KdsegDataError, OSError):
+            continue
+        if len(sites) >= 2:
+            return candidate
+        found = found or candidate
+    return found
+
+
+def _common_parts(parts: list[tuple[str, ...]]) -> list[str]:
+    common: list[str] = []
+    for names in zip(*parts, strict=False):
+        if len(set(names)) != 1:
+            break
+        common.append(names[0])
+    return common
+
+
+def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validation:
+    """What stops the run from starting, and what it will do, in words a user can act on."""
+    errors: list[str] = []
+    notes: list[str] = []
+    if dataset is None:
+        errors.append("choose a dataset folder: a root holding one folder per site")
+    elif len(dataset.sites) < 2:
+        errors.append(
+            "leave-one-site-out needs two or more sites: the student is trained on the other "
+            f"sites and scored on the target; found {len(dataset.sites)} "
+            f"({', '.join(dataset.site_names) or 'none'})"
+        )
+    elif settings.target not in dataset.site_names:
+        errors.append(
+            f"target site {settings.target!r} is not in the dataset; sites are "
+            f"{', '.join(dataset.site_names)}"
+        )
+    else:
+        roles = site_roles(dataset, settings.target)
+        if not any(row.labelled for row in roles if row.role == TARGET_ROLE):
+            errors.append(f"target site {settings.target} has no labelled case to score on")
+        if not any(row.labelled for row in roles if row.role == TRAINING_ROLE):
+            errors.append("the training sites have no labelled case to train on")
+    if settings.teacher_file is not None:
+        if settings.teacher_file.suffix != ".keras" or not settings.teacher_file.is_file():
+            errors.append(
+                f"teacher file {settings.teacher_file} is not an existing .keras model "
+                "written by kdseg training"
+            )
+        else:
+            notes.append(
+                f"the teacher is taken from {settings.teacher_file.name}; it should not have "
+                f"seen site {settings.target}"
+            )
+    elif settings.teacher not in TEACHERS:
+        errors.append(f"unknown teacher {settings.teacher!r}; choose {', '.join(TEACHERS)}")
+    if settings.student not in STUDENTS:
+        errors.append(f"unknown student {settings.student!r}; choose {', '.join(STUDENTS)}")
+    if settings.preset not in PRESETS:
+        errors.append(f"unknown preset {settings.preset!r}; choose {', '.join(PRESETS)}")
+    unknown = sorted(set(settings.losses) - set(LOSS_NAMES))
+    if unknown:
+        errors.append(f"unknown distillation losses {unknown}; choose from {LOSS_NAMES}")
+    if len(settings.lambdas) != len(LOSS_NAMES):
+        errors.append(f"give one weight per loss ({', '.join(LOSS_LABELS.values())})")
+    else:
+        for name, weight in zip(LOSS_NAMES, settings.lambdas, strict=True):
+            if weight < 0 or (name in settings.losses and weight == 0):
+                errors.append(
+                    f"the weight of {LOSS_LABELS[name]} must be above 0 while the loss is on "
+                    f"(got {weight:g}); switch the loss off instead"
+                )
+    if not settings.losses:
+        notes.append(
+            "no distillation loss is on: only the student without distillation (w/o) is "
+            "trained and scored, besides the teacher"
+        )
+    if (settings.run_folder / "grid.json").is_file():
+        notes.append(
+            f"{settings.run_folder} holds an earlier run: Start resumes it and skips the "
+            "finished models (it must have been made with the same settings)"
+        )
+    return Validation(errors, notes)

@@ -1,0 +1,184 @@
+"""The distillation plan: the ``kdseg loso`` command line, validation and the site table."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_kdseg.data.datasets import discover
+from napari_kdseg.data.phantom import generate_phantom
+from napari_kdseg.jobs.plan import (
+    CPU_PRESET,
+    DEFAULT_LAMBDAS,
+    PRESETS,
+    STUDENTS,
+    TARGET_ROLE,
+    TEACHERS,
+    TRAINING_ROLE,
+    DistillationSettings,
+    SiteRole,
+    dataset_root_of,
+    loso_argv,
+    site_roles,
+    validate,
+)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = generate_phantom(
+        tmp_path_factory.mktemp("phantom"), cases_per_site=2, size=32, sites="ABC"
+    )
+    # an unlabelled scan in site C: counted as a case, not as a labelled one
+    (root / "C" / "Case00_segmentation.nii.gz").rename(root / "C" / "unlabelled_mask.txt")
+    return root
+
+
+def _settings(tmp_path: Path, **changes: object) -> DistillationSettings:
+    settings = DistillationSettings(dataset=Path("/data/sites"), target="B", run_folder=tmp_path)
+    return dataclasses.replace(settings, **changes)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse with the real ``kdseg`` parser: the panel's command must be one it accepts."""
+    from napari_kdseg.cli import _parser
+
+    assert argv[:3] == [sys.executable, "-m", "napari_kdseg"]
+    return _parser().parse_args(argv[3:])
+
+
+def test_argv_of_the_default_settings(tmp_path: Path) -> None:
+    argv = loso_argv(_settings(tmp_path))
+    assert argv[3:] == [
+        "loso",
+        "/data/sites",
+        "--targets",
+        "B",
+        "--students",
+        "enet",
+        "--out",
+        str(tmp_path),
+        "--preset",
+        "cpu",
+        "--teachers",
+        "unetpp",
+        "--losses",
+        "logits",
+        "kernel_matrix",
+        "affinity",
+        "--lambdas",
+        "0.2",
+        "0.9",
+        "0.9",
+    ]
+    args = _parse(argv)
+    assert args.command == "loso"
+    assert args.lambdas == [0.2, 0.9, 0.9]
+    assert args.epochs is None  # the preset decides, with its per-role widths
+    assert args.width is None
+
+
+def test_argv_with_every_option(tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher.keras"
+    settings = _settings(
+        tmp_path / "run",
+        teacher_file=teacher,
+        student="erfnet",
+        losses=("logits", "affinity"),
+        lambdas=(0.5, 0.9, 1.5),
+        preset="paper",
+        epochs=2,
+        student_epochs=3,
+        batch_size=4,
+        learning_rate=0.001,
+        size=48,
+        width=0.25,
+        library=tmp_path / "library",
+    )
+    args = _parse(loso_argv(settings))
+    assert args.teacher_file == [teacher]
+    assert args.teachers is None
+    assert args.students == ["erfnet"]
+    assert args.losses == ["logits", "affinity"]
+    assert args.lambdas == [0.5, 0.9, 1.5]
+    assert (args.preset, args.epochs, args.student_epochs, args.batch_size) == ("paper", 2, 3, 4)
+    assert (args.learning_rate, args.size, args.width) == (0.001, 48, 0.25)
+    assert args.export_to == tmp_path / "library"
+    assert args.out == tmp_path / "run"
+
+
+def test_no_losses_trains_the_students_alone(tmp_path: Path) -> None:
+    argv = loso_argv(_settings(tmp_path, losses=()))
+    assert argv[argv.index("--losses") + 1] == "--lambdas"
+    assert _parse(argv).losses == []
+
+
+def test_site_roles_on_a_phantom(phantom: Path) -> None:
+    rows = site_roles(discover(phantom), "C")
+    assert rows == [
+        SiteRole("A", TRAINING_ROLE, cases=2, labelled=2),
+        SiteRole("B", TRAINING_ROLE, cases=2, labelled=2),
+        SiteRole("C", TARGET_ROLE, cases=2, labelled=1),
+    ]
+
+
+def test_valid_settings_pass_with_notes(phantom: Path, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, dataset=phantom, target="C")
+    assert validate(settings, discover(phantom)).ok
+    no_losses = validate(dataclasses.replace(settings, losses=()), discover(phantom))
+    assert no_losses.ok
+    assert any("only the student without distillation (w/o)" in note for note in no_losses.notes)
+    (tmp_path / "grid.json").write_text("{}")
+    assert any("Start resumes it" in note for note in validate(settings, discover(phantom)).notes)
+
+
+def test_validation_messages(phantom: Path, tmp_path: Path) -> None:
+    dataset = discover(phantom)
+    one_site = discover(phantom / "A")
+
+    def errors(dataset: object, **changes: object) -> str:
+        settings = _settings(tmp_path, dataset=phantom, **{"target": "C", **changes})
+        return " | ".join(validate(settings, dataset).errors)  # type: ignore[arg-type]
+
+    assert "choose a dataset folder" in errors(None)
+    assert "leave-one-site-out needs two or more sites" in errors(one_site, target="A")
+    assert "target site 'Z' is not in the dataset; sites are A, B, C" in errors(dataset, target="Z")
+    assert "not an existing .keras model" in errors(dataset, teacher_file=tmp_path / "t.h5")
+    assert "unknown student 'unet'" in errors(dataset, student="unet")
+    assert "weight of KMM must be above 0" in errors(dataset, lambdas=(0.2, 0.0, 0.9))
+    assert errors(dataset, lambdas=(0.2, 0.0, 0.9), losses=("logits", "affinity")) == ""
+
+
+def test_dataset_root_from_layer_sources(phantom: Path) -> None:
+    case = phantom / "A" / "Case00.nii.gz"
+    assert dataset_root_of([case, phantom / "B" / "Case01.nii.gz"]) == phantom
+    # one site's files: its folder's parent holds the other sites
+    assert dataset_root_of([case, phantom / "A" / "Case01_segmentation.nii.gz"]) == phantom
+    assert dataset_root_of([]) is None
+    assert dataset_root_of([""]) is None
+
+
+def test_mirrored_presets_and_names_match_the_training_code() -> None:
+    """The viewer cannot build the CPU preset (it imports Keras): the copy must stay true."""
+    from napari_kdseg.evaluation.protocol import DISPLAY_NAMES
+    from napari_kdseg.models import registry
+    from napari_kdseg.training.config import DistillationConfig, cpu_preset, paper_preset
+
+    for preset, build in (("cpu", cpu_preset), ("paper", paper_preset)):
+        student, teacher = build("enet"), build("unetpp")
+        values = PRESETS[preset]
+        assert values.epochs == student.epochs
+        assert values.batch_size == student.batch_size
+        assert values.learning_rate == student.learning_rate
+        assert values.size == student.preprocess.size
+        assert values.student_width == student.width
+        assert values.teacher_width == teacher.width
+    assert PRESETS["cpu"] is CPU_PRESET
+    assert tuple(TEACHERS) == registry.TEACHERS
+    assert tuple(STUDENTS) == registry.STUDENTS
+    assert {**TEACHERS, **STUDENTS} == DISPLAY_NAMES
+    assert tuple(DistillationConfig().lambdas.values()) == DEFAULT_LAMBDAS

@@ -1,0 +1,101 @@
+"""Screenshots of the plugin's main views for the README, taken from a real session.
+
+    xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python tools/screenshots.py docs/screenshots
+
+It writes a small phantom dataset, opens it as a user drops a dataset folder on the viewer,
+trains a tiny teacher and student through the Distillation panel (a real child process, about
+two minutes on 2 cores), shoots the panel mid-training and when done, then segments an unseen
+site's scan with the exported student in the Segmentation panel, compares it with the ground
+truth and shoots the contours. ``--model X.onnx`` segments with that model instead (e.g. the
+demo's ``demo/enet-distilled.onnx``, which is trained long enough to look right).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_kdseg.data.phantom import generate_phantom
+
+TARGET = "B"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Run the Qt event loop until ``condition`` holds; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def shoot(viewer: napari.Viewer, path: Path, canvas_only: bool = False) -> None:
+    QApplication.processEvents()
+    viewer.screenshot(str(path), canvas_only=canvas_only, flash=False)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder for the PNG files")
+    parser.add_argument("--model", type=Path, help="segment with this ONNX model")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="kdseg-screenshots-"))
+    data = generate_phantom(work / "phantom", cases_per_site=2, size=96, seed=0, sites="ABC")
+
+    viewer = napari.Viewer(title="napari-kdseg")
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.open(str(data), plugin="napari-kdseg")  # what dropping the folder does
+    for layer in viewer.layers:
+        layer.visible = layer.name.startswith(f"{TARGET}/Case00")
+    viewer.dims.set_point(0, 0.0)
+
+    _, distill = viewer.window.add_plugin_dock_widget("napari-kdseg", "Distillation")
+    distill.set_dataset(data)
+    distill.target_combo.setCurrentText(TARGET)
+    distill.size_spin.setValue(32)
+    distill.epochs_spin.setValue(2)
+    distill.student_epochs_spin.setValue(2)
+    distill.batch_spin.setValue(8)
+    distill.width_spin.setValue(0.125)
+    distill.run_folder_edit.setText(str(work / "run"))
+    distill.library_edit.setText(str(work / "library"))
+    distill.start()
+    # Mid-training: the distilled student (cell 3 of 3) is training, two runs are scored.
+    wait_for(lambda: distill.progress.cell_number >= 3, 600, "the distilled student to start")
+    started = time.monotonic()
+    wait_for(lambda: time.monotonic() - started > 20, 30, "a few steps")
+    shoot(viewer, args.out / "distillation-running.png")
+    wait_for(lambda: not distill.running, 900, "the distillation job to finish")
+    shoot(viewer, args.out / "distillation-done.png")
+    exported = sorted((work / "library").glob("*.onnx"))
+    viewer.window.remove_dock_widget(distill.parentWidget())
+
+    _, panel = viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
+    model = args.model or next(p for p in exported if "-from-" in p.name)
+    panel.choose_model(model)
+    panel.image_combo.setCurrentText(f"{TARGET}/Case00")
+    panel.segment()
+    prediction = f"{TARGET}/Case00 prediction"
+    wait_for(lambda: prediction in viewer.layers and not panel.busy, 300, "the segmentation")
+    panel.truth_combo.setCurrentText(f"{TARGET}/Case00 prostate")
+    panel.prediction_combo.setCurrentText(prediction)
+    panel.compare()
+    wait_for(lambda: panel.table.rowCount() > 0 and not panel.busy, 120, "the comparison")
+    panel.go_to_row(0)
+    viewer.layers[f"{TARGET}/Case00"].visible = True
+    shoot(viewer, args.out / "segmentation.png")
+    shoot(viewer, args.out / "contours.png", canvas_only=True)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
