@@ -56,7 +56,7 @@ def main() -> None:
     viewer.open(str(data), plugin="napari-kdseg")  # what dropping the folder does
     for layer in viewer.layers:
         layer.visible = layer.name.startswith(f"{TARGET}/Case00")
-    viewer.dims.set_point(0, 0.0)
+    viewer.reset_view()
 
     _, distill = viewer.window.add_plugin_dock_widget("napari-kdseg", "Distillation")
     distill.set_dataset(data)
@@ -90,8 +90,12 @@ def main() -> None:
     panel.prediction_combo.setCurrentText(prediction)
     panel.compare()
     wait_for(lambda: panel.table.rowCount() > 0 and not panel.busy, 120, "the comparison")
-    panel.go_to_row(0)
+    # Show the slice with the most prostate: the table is worst first, the README wants a
+    # typical view.
+    truth = viewer.layers[f"{TARGET}/Case00 prostate"].data
+    panel.go_to_slice(int(truth.reshape(truth.shape[0], -1).sum(axis=1).argmax()))
     viewer.layers[f"{TARGET}/Case00"].visible = True
+    viewer.reset_view()
     shoot(viewer, args.out / "segmentation.png")
     shoot(viewer, args.out / "contours.png", canvas_only=True)
     viewer.close()
