@@ -42,10 +42,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = temporary_sibling(path)
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp made it private (0600); give it a new file's permissions
+            tmp.chmod(0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` sets it, racing threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

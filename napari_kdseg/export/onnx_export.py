@@ -122,7 +122,6 @@ def export_onnx(
     started = time.perf_counter()
     with atomic_path(out) as tmp:
         onnx.save(model, tmp)
-        tmp.chmod(0o666 & ~_umask())  # the temporary file was private (0600)
     seconds["write"] = time.perf_counter() - started
     return ExportReport(
         path=out,
@@ -141,12 +140,6 @@ def _keras_version() -> str:
     import keras
 
     return f"{keras.__version__} ({keras.backend.backend()})"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _load_keras(model_path: Path, preprocess: PreprocessConfig) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from napari_kdseg.data.atomic import atomic_path, current_umask
 from napari_kdseg.data.dicom import list_series, read_dicom_series
 from napari_kdseg.data.errors import DicomSeriesError, VolumeError
 from napari_kdseg.data.io import read_header, read_volume, write_labels
@@ -221,3 +223,14 @@ def test_fractional_labels_are_refused(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.full((4, 4, 2), 0.5, np.float32), np.eye(4)), path)
     with pytest.raises(VolumeError, match="fractional"):
         read_volume(path, labels=True)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Atomic writes start from a private temporary file; the result must not stay 0600."""
+    path = tmp_path / "mask.txt"
+    with atomic_path(path) as tmp:
+        tmp.write_text("done")
+    old = os.umask(0o022)
+    os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old
+    assert current_umask() == old
