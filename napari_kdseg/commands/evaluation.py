@@ -96,6 +96,13 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs for the students (default: the same as the teachers)",
     )
     parser.add_argument(
+        "--progress-every",
+        type=int,
+        default=10,
+        metavar="STEPS",
+        help="stream a JSON-lines step event every STEPS optimisation steps (default 10)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         required=True,
@@ -202,6 +209,7 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
         PreprocessCache(args.cache_dir),
         on_event=emit,
         teacher_files=getattr(args, "teacher_file", ()),
+        progress_every=args.progress_every,
     )
     cells = make_cells(targets)
     try:

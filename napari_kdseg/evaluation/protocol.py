@@ -203,6 +203,7 @@ class Grid:
         cache: PreprocessCache | None = None,
         on_event: Callable[..., None] | None = None,
         teacher_files: Sequence[Path] = (),
+        progress_every: int = 10,
     ) -> None:
         if teacher.preprocess != student.preprocess:
             raise ValueError(
@@ -214,6 +215,7 @@ class Grid:
         self.cache = cache or PreprocessCache()
         self.on_event = on_event or (lambda event, **fields: None)
         self.teacher_files = _trained_teachers(teacher_files, student)
+        self.progress_every = progress_every
         self._pin_settings()
 
     def _pin_settings(self) -> None:
@@ -307,7 +309,7 @@ class Grid:
         config = self.config_for(cell)
         teacher = cell.teacher_cell()
         if teacher is None:
-            result = train(self.dataset, sites, config, folder, self.cache)
+            result = train(self.dataset, sites, config, folder, self.cache, self.progress_every)
         else:
             teacher_path = self.teacher_files.get(teacher.model) or (
                 self.out / teacher.folder / f"{teacher.model}.keras"
@@ -317,7 +319,9 @@ class Grid:
                     f"{teacher_path}: the teacher of {cell.folder} has not been trained; "
                     "list its cell first"
                 )
-            result = distill(self.dataset, sites, config, teacher_path, folder, self.cache)
+            result = distill(
+                self.dataset, sites, config, teacher_path, folder, self.cache, self.progress_every
+            )
         _release_backend_memory()
         if result.stopped or result.model_path is None:
             raise GridStopped(f"{folder}: training stopped; run the same command to resume")

@@ -113,6 +113,11 @@ class Validation:
         return not self.errors
 
 
+# Steps between progress events: enough points for the panel's loss curve even with the
+# few steps per epoch of a small dataset, few enough to keep the pipe quiet.
+PROGRESS_EVERY = 2
+
+
 def loso_argv(settings: DistillationSettings) -> list[str]:
     """``python -m napari_kdseg loso ...`` training the teacher (or taking its file), the
     student alone and the student distilled with the chosen losses, scored on the target."""
@@ -127,6 +132,8 @@ def loso_argv(settings: DistillationSettings) -> list[str]:
         str(settings.run_folder),
         "--preset",
         settings.preset,
+        "--progress-every",
+        str(PROGRESS_EVERY),
     )
     if settings.teacher_file is not None:
         argv += ["--teacher-file", str(settings.teacher_file)]

@@ -184,8 +184,12 @@ def test_loso_command_with_a_given_teacher_lambdas_and_export(
     argv = ["loso", str(data), "--targets", "B", "--students", "enet", "--out", str(out)]
     argv += ["--teacher-file", results[0].model_path, "--losses", "logits"]
     argv += ["--lambdas", "0.5", "0", "0", "--export-to", str(library), *tiny]
+    argv += ["--progress-every", "1"]
     assert main([*argv, "--cache-dir", str(root / "cache")]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
+    starts = [e for e in events if e["event"] == "start"]
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == sum(s["steps_per_epoch"] * s["epochs"] for s in starts)  # every step
     cells = [e["variant"] for e in events if e["event"] == "cell"]
     assert cells == ["teacher", "w/o", "+LM"]
     exported = [e for e in events if e["event"] == "exported"]

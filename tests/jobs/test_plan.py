@@ -64,6 +64,8 @@ def test_argv_of_the_default_settings(tmp_path: Path) -> None:
         str(tmp_path),
         "--preset",
         "cpu",
+        "--progress-every",
+        "2",
         "--teachers",
         "unetpp",
         "--losses",
