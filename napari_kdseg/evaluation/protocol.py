@@ -257,18 +257,27 @@ class Grid:
         return dataclasses.replace(config, model=cell.model, distillation=distillation)
 
     def run(self, cells: Sequence[Cell]) -> list[CellResult]:
+        """Run ``cells`` in order. SIGTERM or SIGINT while a cell is scored lets it finish
+        and raises :class:`GridStopped` before the next (training handles its own stops)."""
+        from napari_kdseg.training.checkpoint import StopRequest, stop_on_signals
+
         results = []
-        for number, cell in enumerate(cells, start=1):
-            self.on_event(
-                "cell",
-                number=number,
-                cells=len(cells),
-                target=cell.target,
-                model=cell.model,
-                variant=cell.variant,
-                teacher=cell.teacher,
-            )
-            results.append(self.run_cell(cell))
+        with stop_on_signals(StopRequest()) as request:
+            for number, cell in enumerate(cells, start=1):
+                self.on_event(
+                    "cell",
+                    number=number,
+                    cells=len(cells),
+                    target=cell.target,
+                    model=cell.model,
+                    variant=cell.variant,
+                    teacher=cell.teacher,
+                )
+                results.append(self.run_cell(cell))
+                if request.requested:
+                    raise GridStopped(
+                        f"{self.out}: stopped after {cell.folder}; run the same command to go on"
+                    )
         return results
 
     def run_cell(self, cell: Cell) -> CellResult:

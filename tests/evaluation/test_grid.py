@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.errors import DatasetError
 from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.data.preprocess import PreprocessConfig
-from napari_kdseg.evaluation.protocol import Grid, check_targets, loso_cells
+from napari_kdseg.evaluation.protocol import Grid, GridStopped, check_targets, loso_cells
 from napari_kdseg.evaluation.report import write_grid_report
 from napari_kdseg.export.students import export_students
 from napari_kdseg.inference.model import ModelFileError
@@ -199,3 +201,24 @@ def test_loso_command_with_a_given_teacher_lambdas_and_export(
     ]
     card = load_onnx(exported[1]["path"]).card
     assert card["losses"]["logits"] == 0.5
+
+
+def test_a_stop_between_trainings_ends_the_grid_after_the_current_cell(
+    finished_grid: tuple[Path, Path, list],
+) -> None:
+    """SIGTERM while a cell is scored (not trained): the cell finishes, the grid stops cleanly."""
+    data, root, _ = finished_grid
+    done: list[str] = []
+    before = signal.getsignal(signal.SIGTERM)
+
+    def on_event(event: str, **fields: object) -> None:
+        if event == "cell_done":
+            done.append(str(fields["folder"]))
+            if len(done) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # the panel's Cancel
+
+    grid = Grid(discover(data), root / "out", TINY, TINY, PreprocessCache(root / "cache"), on_event)
+    with pytest.raises(GridStopped, match=r"stopped after B/unetpp; run the same command"):
+        grid.run(loso_cells(["B"], ["unetpp"], ["enet"]))
+    assert len(done) == 1
+    assert signal.getsignal(signal.SIGTERM) == before  # the grid's handler is put back
