@@ -24,8 +24,8 @@ demo: $(STAMP)
 
 # Two processes: TensorFlow and a napari canvas cannot share one (tests/conftest.py).
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest --ignore=tests/gui
-	xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest tests/gui
+	$(BIN)/python -m pytest --ignore=tests/gui --durations=12
+	xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest tests/gui --durations=5
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -341,6 +341,9 @@ def _fit_into(
         )
         return RunResult(None, None, best, history, stopped=True)
 
+    # Counted before the best weights come back: for a model trained alone the network is
+    # the trainer, and loading a .keras file restores that epoch's optimizer state too.
+    steps = int(keras.ops.convert_to_numpy(trainer.optimizer.iterations))
     model_path = target / f"{config.model}.keras"
     if keep_best is not None and keep_best.best_weights is not None:
         network.set_weights(keep_best.best_weights)
@@ -348,7 +351,6 @@ def _fit_into(
         network.load_weights(best_path)  # no new variables: their creation is a collective
     with atomic_path(model_path) as tmp:
         network.save(tmp)
-    steps = int(keras.ops.convert_to_numpy(trainer.optimizer.iterations))
     card = model_card(config, sites, teacher, history, best, seconds, len(batches), steps)
     card["training"]["placement"] = placement
     card_path = target / f"{config.model}.json"

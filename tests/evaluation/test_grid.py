@@ -147,27 +147,17 @@ def test_students_export_once_to_the_library_and_never_replace_a_file(
     assert paths[0].is_file()
 
 
-def test_a_teacher_trained_elsewhere_replaces_its_cell(
-    finished_grid: tuple[Path, Path, list], capsys: pytest.CaptureFixture[str]
+def test_a_teacher_trained_elsewhere_must_match_the_students(
+    finished_grid: tuple[Path, Path, list],
 ) -> None:
+    """Its use in a grid is exercised by the ``loso --teacher-file`` test below."""
     data, root, results = finished_grid
     teacher = Path(results[0].model_path)
-    cache = PreprocessCache(root / "cache")
-    grid = Grid(discover(data), root / "given-teacher", TINY, TINY, cache, teacher_files=[teacher])
-    capsys.readouterr()
-    cells = loso_cells(["B"], ["unetpp"], ["enet"], losses=["logits"])
-    assert [cell.variant for cell in cells] == ["teacher", "w/o", "+LM"]
-    given, _, distilled = grid.run([cells[0], cells[1], cells[2]])
-    assert given.model_path == str(teacher)
-    assert _training_starts(capsys) == 2  # the two students only
-    card = json.loads(Path(distilled.model_path).with_suffix(".json").read_text())
-    assert card["teacher"] == str(teacher)
-    assert set(card["losses"]) == {"segmentation", "logits"}
     other = dataclasses.replace(TINY, preprocess=PreprocessConfig(size=64, context=3))
     with pytest.raises(ModelFileError, match="trained on other inputs"):
         Grid(discover(data), root / "other", other, other, teacher_files=[teacher])
     with pytest.raises(ModelFileError, match="not a teacher"):
-        Grid(discover(data), root / "other", TINY, TINY, teacher_files=[distilled.model_path])
+        Grid(discover(data), root / "other", TINY, TINY, teacher_files=[results[1].model_path])
 
 
 def test_loso_cells_without_losses_train_students_alone() -> None:
@@ -177,15 +167,15 @@ def test_loso_cells_without_losses_train_students_alone() -> None:
         loso_cells(["B"], ["unetpp"], ["enet"], losses=["dice"])
 
 
-def test_loso_command_with_a_given_teacher_lambdas_and_export(
+def test_loso_command_with_a_given_teacher_and_lambdas(
     finished_grid: tuple[Path, Path, list], capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, root, results = finished_grid
-    out, library = root / "cli-grid", root / "cli-library"
+    out = root / "cli-grid"
     tiny = ["--size", "32", "--width", "0.125", "--epochs", "1", "--batch-size", "8"]
     argv = ["loso", str(data), "--targets", "B", "--students", "enet", "--out", str(out)]
     argv += ["--teacher-file", results[0].model_path, "--losses", "logits"]
-    argv += ["--lambdas", "0.5", "0", "0", "--export-to", str(library), *tiny]
+    argv += ["--lambdas", "0.5", "0", "0", *tiny]  # --export-to: tests/gui/test_distill_panel
     argv += ["--progress-every", "1"]
     assert main([*argv, "--cache-dir", str(root / "cache")]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
@@ -194,13 +184,12 @@ def test_loso_command_with_a_given_teacher_lambdas_and_export(
     assert len(steps) == sum(s["steps_per_epoch"] * s["epochs"] for s in starts)  # every step
     cells = [e["variant"] for e in events if e["event"] == "cell"]
     assert cells == ["teacher", "w/o", "+LM"]
-    exported = [e for e in events if e["event"] == "exported"]
-    assert [Path(e["path"]).name for e in exported] == [
-        "enet-unseen-B.onnx",
-        "enet-from-unetpp-LM-unseen-B.onnx",
-    ]
-    card = load_onnx(exported[1]["path"]).card
+    card = json.loads((out / "B" / "enet-from-unetpp-LM" / "enet.json").read_text())
     assert card["losses"]["logits"] == 0.5
+    assert card["teacher"] == results[0].model_path  # the given teacher taught it...
+    assert len(starts) == 2  # ...and was not trained again: the two students only
+    given = json.loads((out / "B" / "unetpp" / "result.json").read_text())
+    assert given["model_path"] == results[0].model_path
 
 
 def test_a_stop_between_trainings_ends_the_grid_after_the_current_cell(

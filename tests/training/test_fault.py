@@ -5,6 +5,7 @@ steps of a run that was never interrupted."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -68,7 +69,8 @@ def test_killed_at_a_random_step_resumes_to_the_same_step_count(tmp_path: Path) 
             steps_per_epoch = event["steps_per_epoch"]
             # An uninterrupted run takes exactly this many (test_runs checks its card).
             total = EPOCHS * steps_per_epoch
-            kill_at = random.Random().randint(1, total - 1)  # any step but the last
+            # Any step but the last; KDSEG_KILL_AT replays a failure's step.
+            kill_at = int(os.environ.get("KDSEG_KILL_AT") or random.randint(1, total - 1))
         if event.get("event") == "step":
             done = (event["epoch"] - 1) * steps_per_epoch + event["step"]
             if kill_at is not None and done >= kill_at:
