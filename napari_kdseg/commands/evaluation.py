@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
-from napari_kdseg.commands.training import add_config_arguments, config_from_arguments
+from napari_kdseg.commands.training import (
+    add_config_arguments,
+    add_lambdas_argument,
+    add_progress_argument,
+    config_from_arguments,
+)
 
 if TYPE_CHECKING:
     from napari_kdseg.evaluation.evaluate import CaseResult, Evaluation
@@ -62,13 +67,7 @@ def register(commands: Subcommands) -> None:
         help="distillation losses of the w/ students (default all three, as the paper; "
         "none: students alone)",
     )
-    loso.add_argument(
-        "--lambdas",
-        nargs=3,
-        type=float,
-        metavar=("LM", "KMM", "AAM"),
-        help="weights of the logits, kernel-matrix and affinity losses (default 0.2 0.9 0.9)",
-    )
+    add_lambdas_argument(loso)
     loso.add_argument(
         "--export-to",
         type=Path,
@@ -95,13 +94,7 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="epochs for the students (default: the same as the teachers)",
     )
-    parser.add_argument(
-        "--progress-every",
-        type=int,
-        default=10,
-        metavar="STEPS",
-        help="stream a JSON-lines step event every STEPS optimisation steps (default 10)",
-    )
+    add_progress_argument(parser)
     parser.add_argument(
         "--out",
         type=Path,

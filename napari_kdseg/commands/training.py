@@ -32,13 +32,7 @@ def register(commands: Subcommands) -> None:
         default=["logits", "kernel_matrix", "affinity"],
         help="distillation losses to switch on (default all three, as the paper)",
     )
-    distill.add_argument(
-        "--lambdas",
-        nargs=3,
-        type=float,
-        metavar=("LM", "KMM", "AAM"),
-        help="weights of the logits, kernel-matrix and affinity losses (default 0.2 0.9 0.9)",
-    )
+    add_lambdas_argument(distill)
     distill.set_defaults(run=_distill)
 
 
@@ -60,6 +54,21 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tensorboard", action="store_true", help="also write TensorBoard logs to OUT/tensorboard"
     )
+    add_progress_argument(parser)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def add_lambdas_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lambdas",
+        nargs=3,
+        type=float,
+        metavar=("LM", "KMM", "AAM"),
+        help="weights of the logits, kernel-matrix and affinity losses (default 0.2 0.9 0.9)",
+    )
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress-every",
         type=int,
@@ -67,7 +76,6 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="STEPS",
         help="stream a JSON-lines step event every STEPS optimisation steps (default 10)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
