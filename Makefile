@@ -23,8 +23,10 @@ demo: $(STAMP)
 	$(BIN)/kdseg demo $(DEMO_DIR)
 
 # Two processes: TensorFlow and a napari canvas cannot share one (tests/conftest.py).
+# The first spreads over up to 4 cores (pytest-xdist): most of its time is single-threaded
+# graph tracing. Each module runs on one worker, sharing its fixtures.
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest --ignore=tests/gui --durations=12
+	$(BIN)/python -m pytest --ignore=tests/gui -n auto --maxprocesses 4 --dist loadfile --durations=12
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(BIN)/python -m pytest tests/gui --durations=5
 
 lint: $(STAMP)

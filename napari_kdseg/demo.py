@@ -8,21 +8,24 @@
    truth red, prediction green), the settings and the wall time of each stage.
 
 Whatever the run gives is what the report says: nothing is selected or tuned after the fact.
-Running it again reuses what is finished (the phantom, the cache and the grid's cells).
+Running it again reuses what is finished (the phantom, the cache, the grid's cells and the
+stage times) and leaves an unchanged report alone; a report that would differ is written as
+``report-2.md``, never over the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.data.atomic import atomic_path, versioned_path
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.io import read_volume
@@ -73,17 +76,16 @@ def run_demo(
     """Run every stage into ``out`` and return the path of ``report.md``."""
     settings = settings or DemoSettings()
     say = on_event or (lambda event, **fields: None)
-    seconds: dict[str, float] = {}
+    timings = _StageTimes(out / "timings.json")
 
-    started = time.perf_counter()
-    data = generate_phantom(
-        out / "data",
-        cases_per_site=settings.cases_per_site,
-        size=settings.phantom_size,
-        seed=settings.seed,
-    )
-    seconds["phantom"] = time.perf_counter() - started
-    say("stage_done", stage="phantom", seconds=round(seconds["phantom"], 1), path=str(data))
+    with timings.stage("phantom"):
+        data = generate_phantom(
+            out / "data",
+            cases_per_site=settings.cases_per_site,
+            size=settings.phantom_size,
+            seed=settings.seed,
+        )
+    say("stage_done", stage="phantom", seconds=timings.seconds["phantom"], path=str(data))
 
     dataset = discover(data)
     cache = PreprocessCache(out / "cache")
@@ -97,22 +99,45 @@ def run_demo(
     )
     results = []
     for cell in settings.cells():
-        started = time.perf_counter()
         say("cell", target=cell.target, model=cell.model, variant=cell.variant)
-        results.append(grid.run_cell(cell))
-        seconds[_cell_label(cell)] = time.perf_counter() - started
+        result = grid.run_cell(cell)
+        # The cell keeps its own times, so a rerun that reuses it reports the original run.
+        timings.record(_cell_label(cell), result.train_seconds + result.evaluate_seconds)
+        results.append(result)
 
-    started = time.perf_counter()
-    figure = _contours(results[1:], dataset.cases([settings.target]), cache, out / "contours.png")
-    seconds["figure"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    exported = _export(results[2], dataset.cases([settings.target])[0], out)
-    seconds["export student to ONNX"] = time.perf_counter() - started
+    with timings.stage("figure"):
+        figure = _contours(
+            results[1:], dataset.cases([settings.target]), cache, out / "contours.png"
+        )
+    with timings.stage("export student to ONNX"):
+        exported = _export(results[2], dataset.cases([settings.target])[0], out)
     say("artifact", kind="onnx", path=str(exported["path"]))
-    report = _write_report(out, settings, results, seconds, figure, exported)
-    say("report", path=str(report), total_seconds=round(sum(seconds.values()), 1))
+    report = _write_report(out, settings, results, timings.seconds, figure, exported)
+    say("report", path=str(report), total_seconds=round(sum(timings.seconds.values()), 1))
     return report
+
+
+class _StageTimes:
+    """Seconds of each demo stage, kept in ``path`` from the run that first finished it:
+    a rerun reuses finished stages, and its report should neither claim they took no time
+    nor differ from the first run's (a changed report is written as a new version)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = {}
+        self._recorded = json.loads(path.read_text()) if path.is_file() else {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.record(name, self._recorded.get(name, time.perf_counter() - started))
+
+    def record(self, name: str, seconds: float) -> None:
+        self.seconds[name] = round(seconds, 1)
+        self._recorded[name] = self.seconds[name]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self._recorded, indent=2))
 
 
 def _cell_label(cell: Cell) -> str:
@@ -231,10 +256,9 @@ def _write_report(
     ]
     lines += [f"| {stage} | {value:.1f} |" for stage, value in seconds.items()]
     lines.append(f"| **total** | **{sum(seconds.values()):.1f}** |")
-    path = out / "report.md"
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return path
+    with versioned_path(out / "report.md") as written:
+        written.tmp.write_text("\n".join(lines) + "\n")
+    return written.path
 
 
 def _difference(value: float | None) -> str:

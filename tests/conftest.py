@@ -12,7 +12,9 @@ GUI tests are skipped with that reason; in a GUI run, TensorFlow must never be i
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,11 +28,25 @@ REAL = SHARED / "data" / "real"
 _GUI_FIXTURES = {"make_napari_viewer", "qtbot", "make_napari_viewer_proxy"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the suite out of the user's preprocessing cache and model library (and each
+    pytest-xdist worker out of the others'); child processes inherit the variables."""
+    for variable in ("KDSEG_CACHE_DIR", "KDSEG_MODEL_LIBRARY"):
+        if variable not in os.environ:
+            folder = tempfile.mkdtemp(prefix=f"{variable.lower()}-")
+            os.environ[variable] = folder
+            config.add_cleanup(lambda folder=folder: shutil.rmtree(folder, ignore_errors=True))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.gui)
+    # Modules that train start first, so that under pytest-xdist (one module per worker) the
+    # longest ones do not begin last while the other workers sit idle.
+    training = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in training)
 
 
 @pytest.hookimpl(trylast=True)

@@ -23,6 +23,12 @@ def register(commands: Subcommands) -> None:
     info.add_argument(
         "--strict", action="store_true", help="exit with status 1 when any error is found"
     )
+    info.add_argument(
+        "--full",
+        action="store_true",
+        help="read every scan's voxels too, not only its header: finds NaN/Inf voxels and "
+        "damaged compressed data (slower)",
+    )
     info.set_defaults(run=_info)
 
     phantom = commands.add_parser(
@@ -58,7 +64,7 @@ def _info(args: argparse.Namespace) -> int:
     from napari_kdseg.data.datasets import discover
     from napari_kdseg.data.survey import survey_dataset
 
-    survey = survey_dataset(discover(args.path))
+    survey = survey_dataset(discover(args.path), full=args.full)
     if args.json:
         print(json.dumps(survey.to_json(), indent=2))
     else:

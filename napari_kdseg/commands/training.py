@@ -56,6 +56,11 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_progress_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train again into an --out that holds a finished model, replacing it",
+    )
 
 
 def add_lambdas_argument(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +151,7 @@ def _train(args: argparse.Namespace) -> int:
         progress_every=args.progress_every,
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
+        overwrite=args.overwrite,
     )
     return EXIT_STOPPED if result.stopped else EXIT_OK
 
@@ -174,5 +180,6 @@ def _distill(args: argparse.Namespace) -> int:
         progress_every=args.progress_every,
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
+        overwrite=args.overwrite,
     )
     return EXIT_STOPPED if result.stopped else EXIT_OK

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -48,6 +50,71 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@dataclass
+class VersionedWrite:
+    """What :func:`versioned_path` hands out: ``tmp`` to write, then ``path``, where it went."""
+
+    tmp: Path
+    path: Path
+
+
+@contextlib.contextmanager
+def versioned_path(path: str | Path) -> Iterator[VersionedWrite]:
+    """Like :func:`atomic_path`, but an existing file is never replaced.
+
+    The result lands on ``path`` when nothing is there. When ``path`` or one of its versions
+    (``stem-2.ext``, ``stem-3.ext``, ...) already holds the same bytes, nothing is written and
+    that file is the result, so a rerun that changes nothing adds nothing. Otherwise it becomes
+    the next free version: a report a user kept, annotated or cited is never lost to a rerun.
+    ``written.path`` is the result's path once the block has ended.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    try:
+        written = VersionedWrite(tmp, path)
+        yield written
+        tmp.chmod(0o666 & ~current_umask())
+        written.path = _place_version(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _place_version(tmp: Path, path: Path) -> Path:
+    while True:
+        for version in versions(path):
+            if filecmp.cmp(tmp, version, shallow=False):
+                return version
+        target = free_name(path)
+        try:
+            os.link(tmp, target)  # unlike a rename, fails rather than replace a newcomer
+        except FileExistsError:
+            continue  # another writer took that name first: look again
+        except OSError:  # a filesystem without hard links
+            os.replace(tmp, target)
+        return target
+
+
+def versions(path: Path) -> list[Path]:
+    """``path`` and its numbered versions ``stem-N.ext`` that exist, in order."""
+    found, candidate, number = [], path, 1
+    while candidate.exists():
+        found.append(candidate)
+        number += 1
+        candidate = _numbered(path, number)
+    return found
+
+
+def free_name(path: Path) -> Path:
+    """``path`` if nothing is there, else the first free ``stem-N.ext`` beside it."""
+    number = len(versions(path)) + 1
+    return path if number == 1 else _numbered(path, number)
+
+
+def _numbered(path: Path, number: int) -> Path:
+    return path.with_name(f"{path.name.removesuffix(path.suffix)}-{number}{path.suffix}")
 
 
 def current_umask() -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -28,3 +31,19 @@ class DatasetError(KdsegDataError):
 
 class DataWarning(UserWarning):
     """Something is wrong with a file, but work goes on without it (a case skipped)."""
+
+
+@contextlib.contextmanager
+def report_data_warnings(report: Callable[[str], None]) -> Iterator[None]:
+    """Hand each :class:`DataWarning` raised inside to ``report`` (a progress event, which
+    the napari panel shows) rather than only to stderr; other warnings go on as usual."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            report(str(warning.message))
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )

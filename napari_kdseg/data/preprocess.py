@@ -36,7 +36,9 @@ from napari_kdseg.data.errors import VolumeError
 from napari_kdseg.data.volume import Volume
 
 # Bump when the stored result of prepare_case changes, so caches made by older code are unused.
-PREPROCESS_VERSION = 1
+# 2: a mask is checked against its scan's grid (by affine) before it is cached; entries made
+# by version 1 may hold a mask from another grid, and must be rebuilt to be checked.
+PREPROCESS_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,17 @@ class DatasetSurvey:
         return [p for p in self.problems if p.severity == "error"]
 
 
-def survey_dataset(dataset: Dataset, workers: int = 4) -> DatasetSurvey:
-    """Read headers and masks of every case (in a small thread pool: decoding is I/O bound)."""
+def survey_dataset(dataset: Dataset, workers: int = 4, full: bool = False) -> DatasetSurvey:
+    """Read headers and masks of every case (in a small thread pool: decoding is I/O bound).
+
+    Scans are read by header only unless ``full``: then every voxel is read too, which finds
+    NaN/Inf voxels and damage inside compressed data (a gzip CRC) before training does.
+    """
     problems = list(dataset.problems)
     sites = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for site in dataset.sites:
-            results = list(pool.map(_survey_case, site.cases))
+            results = list(pool.map(partial(_survey_case, full=full), site.cases))
             sites.append(
                 SiteSurvey(site.name, str(site.path), site.layout, [r[0] for r in results])
             )
@@ -74,7 +79,7 @@ def survey_dataset(dataset: Dataset, workers: int = 4) -> DatasetSurvey:
     return DatasetSurvey(root=str(dataset.root), sites=sites, problems=problems)
 
 
-def _survey_case(case: Case) -> tuple[CaseSurvey, list[Problem]]:
+def _survey_case(case: Case, full: bool) -> tuple[CaseSurvey, list[Problem]]:
     problems: list[Problem] = []
 
     def problem(path: Path, text: str, severity: str = "error") -> None:
@@ -91,6 +96,8 @@ def _survey_case(case: Case) -> tuple[CaseSurvey, list[Problem]]:
         else:
             image_affine = header.affine
             check_fits_in_memory(case.image, header.shape, header.itemsize, "scan")
+            if full:
+                read_volume(case.image)
     except KdsegDataError as error:
         problem(case.image, error.problem)
     if case.label is not None:

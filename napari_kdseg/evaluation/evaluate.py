@@ -5,12 +5,14 @@ Dice / HD95 / ASD in 3D against the mask as stored."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import Case, Dataset
+from napari_kdseg.data.errors import DataWarning
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.evaluation.metrics import SegmentationScores, score, summarise
 from napari_kdseg.inference.model import SegmentationModel
@@ -69,16 +71,30 @@ def evaluate_cases(
     tta: bool = False,
     on_case: Callable[[CaseResult], None] | None = None,
 ) -> list[CaseResult]:
-    """Segment and score each labelled case; ``on_case`` sees each result as it comes."""
+    """Segment and score each labelled case; ``on_case`` sees each result as it comes.
+
+    A case whose mask holds no prostate is left out with a :class:`DataWarning`: Dice, HD95
+    and ASD are undefined against an empty truth, and an empty mask is more often a failed
+    export than a scan without a gland.
+    """
     cache = cache or PreprocessCache()
     results = []
     for case in cases:
         if case.label is None:
             continue
         started = time.perf_counter()
+        truth = read_volume(case.label, labels=True)
+        if not truth.array.any():
+            warnings.warn(
+                DataWarning(
+                    f"{case.label}: the mask holds no prostate; {case.site}/{case.id} is left "
+                    "out of the scores (Dice, HD95 and ASD need a gland to compare with)"
+                ),
+                stacklevel=2,
+            )
+            continue
         prepared = cache.prepare(case, model.preprocess)
         prediction = segment_prepared(prepared.image, prepared.geometry, model, tta=tta)
-        truth = read_volume(case.label, labels=True)
         scores = score(prediction.labels, truth.array, truth.spacing)
         result = CaseResult(case.site, case.id, scores, time.perf_counter() - started)
         if on_case is not None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.data.atomic import versioned_path
 from napari_kdseg.evaluation.metrics import dice
 
 if TYPE_CHECKING:
@@ -67,10 +67,10 @@ def contour_figure(rows: Sequence[ContourRow], path: Path, columns: Sequence[str
             axis.axis("off")
     figure.suptitle("ground truth (red) and prediction (green)", fontsize=9)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    with versioned_path(path) as written:
+        figure.savefig(written.tmp, format="png")
     plt.close(figure)
-    return path
+    return written.path
 
 
 def _outline(axis: Axes, mask: npt.NDArray[np.integer], colour: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from napari_kdseg.data.atomic import atomic_path
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import Dataset
-from napari_kdseg.data.errors import DatasetError
+from napari_kdseg.data.errors import DatasetError, report_data_warnings
 from napari_kdseg.evaluation.evaluate import Evaluation
 from napari_kdseg.inference.model import ModelFileError, preprocess_from_card, read_keras_card
 from napari_kdseg.models.registry import MODEL_NAMES, STUDENTS, TEACHERS
@@ -342,7 +342,10 @@ class Grid:
         from napari_kdseg.inference.model import load_model
 
         model = load_model(model_path)
-        evaluation = evaluate_model(model, self.dataset, [target], self.cache)
+        with report_data_warnings(
+            lambda message: self.on_event("warning", site=target, message=message)
+        ):
+            evaluation = evaluate_model(model, self.dataset, [target], self.cache)
         _release_backend_memory()
         return evaluation
 

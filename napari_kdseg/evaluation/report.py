@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.data.atomic import versioned_path
 from napari_kdseg.evaluation.protocol import (
     ABLATION_LOSSES,
     DISPLAY_NAMES,
@@ -34,7 +34,7 @@ def write_results_csv(results: Sequence[CellResult], path: Path) -> Path:
     for metric in METRIC_TITLES:
         fields += [f"{metric}_mean", f"{metric}_std", f"{metric}_undefined"]
     fields += ["train_seconds", "evaluate_seconds", "model_path"]
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+    with versioned_path(path) as written, written.tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for result in results:
@@ -58,13 +58,13 @@ def write_results_csv(results: Sequence[CellResult], path: Path) -> Path:
                 "model_path": result.model_path,
             }
             writer.writerow(row)
-    return path
+    return written.path
 
 
 def write_cases_csv(results: Sequence[CellResult], path: Path) -> Path:
     """One row per (cell, case): the per-case metrics behind every summary."""
     fields = ["target", "model", "teacher", "variant", "site", "case", *METRIC_TITLES]
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+    with versioned_path(path) as written, written.tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for result in results:
@@ -79,7 +79,7 @@ def write_cases_csv(results: Sequence[CellResult], path: Path) -> Path:
                     }
                     | {key: _plain(value) for key, value in case.items()}
                 )
-    return path
+    return written.path
 
 
 def _plain(value: object) -> object:
@@ -194,10 +194,10 @@ def plot_rows(
     axes.legend(fontsize=7, ncol=2, loc="lower right" if metric == "dice" else "upper right")
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    with versioned_path(path) as written:
+        figure.savefig(written.tmp, format="png")
     plt.close(figure)
-    return path
+    return written.path
 
 
 def _number(value: object) -> float:
@@ -229,11 +229,11 @@ def write_grid_report(
         "prediction and left out of the mean."
     )
     table = out / f"{layout}.md"
-    with atomic_path(table) as tmp:
-        tmp.write_text("\n".join(sections) + "\n")
+    with versioned_path(table) as written:
+        written.tmp.write_text("\n".join(sections) + "\n")
     return {
         "results": write_results_csv(results, out / "results.csv"),
         "cases": write_cases_csv(results, out / "cases.csv"),
-        "table": table,
+        "table": written.path,
         "plot": plot_rows(rows, targets, out / f"{layout}.png", title=PLOT_TITLES[layout]),
     }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.data.atomic import atomic_path, free_name
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.evaluation.protocol import CellResult
@@ -57,16 +57,6 @@ def export_students(
         )
         paths.append(path)
     return paths
-
-
-def free_name(path: Path) -> Path:
-    """``path`` if nothing is there, else the first free ``stem-N.onnx`` beside it."""
-    stem = path.name.removesuffix(path.suffix)
-    candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{stem}-{number}{path.suffix}")
-    return candidate
 
 
 def _previous_export(record: Path) -> Path | None:

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from napari_kdseg import __version__
 from napari_kdseg.data.atomic import atomic_path, remove_stale_temporaries
 from napari_kdseg.data.cache import PreparedCase, PreprocessCache
 from napari_kdseg.data.datasets import Dataset, split_cases
-from napari_kdseg.data.errors import DatasetError, DataWarning
+from napari_kdseg.data.errors import DatasetError, report_data_warnings
 from napari_kdseg.data.pipeline import SliceDataset
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.models import build_model
@@ -72,19 +71,15 @@ def load_split(
         if not cases:
             raise DatasetError(dataset.site(site).path, "site has no labelled cases to train on")
         kept, held = split_cases(cases, config.validation_fraction, config.seed)
+
         # Skipped cases (an empty mask) are announced in the progress stream, where the
         # napari panel shows them, not only as a Python warning on stderr.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DataWarning)
+        def announce(message: str, site: str = site) -> None:
+            emit("warning", site=site, message=message)
+
+        with report_data_warnings(announce):
             train += cache.prepare_all(kept, config.preprocess)
             validation += cache.prepare_all(held, config.preprocess)
-        for warning in caught:
-            if issubclass(warning.category, DataWarning):
-                emit("warning", site=site, message=str(warning.message))
-            else:
-                warnings.warn_explicit(
-                    warning.message, warning.category, warning.filename, warning.lineno
-                )
     if not train:
         raise DatasetError(dataset.root, f"no usable training cases left in sites {sites}")
     return train, validation
@@ -99,9 +94,14 @@ def train(
     progress_every: int = 10,
     strategy: str = "default",
     mixed_precision: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Train ``config.model`` alone on ``sites`` (a teacher, or a student baseline)."""
+    """Train ``config.model`` alone on ``sites`` (a teacher, or a student baseline).
+
+    Refuses an ``out`` that already holds a finished model unless ``overwrite``.
+    """
     with strategy_scope(strategy, mixed_precision) as replicas:
+        _refuse_finished_model(out, config.model, overwrite)
         model = _build(config)
         model.compile(
             optimizer=_optimizer(config),
@@ -125,9 +125,14 @@ def distill(
     progress_every: int = 10,
     strategy: str = "default",
     mixed_precision: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Train the student ``config.model`` from the teacher in ``teacher_path`` (eq. 8)."""
+    """Train the student ``config.model`` from the teacher in ``teacher_path`` (eq. 8).
+
+    Refuses an ``out`` that already holds a finished model unless ``overwrite``.
+    """
     with strategy_scope(strategy, mixed_precision) as replicas:
+        _refuse_finished_model(out, config.model, overwrite)
         teacher = keras.saving.load_model(teacher_path, compile=False)
         expected = (config.preprocess.size, config.preprocess.size, config.preprocess.context)
         if tuple(teacher.input_shape[1:]) != expected:
@@ -360,6 +365,27 @@ def _fit_into(
     emit("artifact", kind="model", path=str(model_path), card=str(card_path))
     emit("done", best_val_dice=best, seconds=round(seconds, 1), optimizer_steps=steps)
     return RunResult(model_path, card_path, best, history)
+
+
+class FinishedModelError(ValueError):
+    """The output folder already holds a finished model and replacing it was not asked for."""
+
+
+def _refuse_finished_model(out: Path, model: str, overwrite: bool) -> None:
+    """Never replace a finished model unasked; every worker must reach the same verdict,
+    since one that trains alone would wait for the others' collectives forever."""
+    model_path, card_path = out / f"{model}.keras", out / f"{model}.json"
+    finished = model_path.is_file() and card_path.is_file()
+    if not same_on_every_worker(int(finished)):
+        raise ValueError(
+            f"{out}: some workers find a finished model here and others do not; give every "
+            "worker the same --out on a shared filesystem"
+        )
+    if finished and not overwrite:
+        raise FinishedModelError(
+            f"{model_path}: a finished model is already here (card {card_path.name}); choose "
+            "another --out, or pass --overwrite to train again and replace it"
+        )
 
 
 def _feed_every_replica(data: SliceDataset | None, replicas: int) -> None:

@@ -164,6 +164,23 @@ def test_truncated_scan_is_an_error_in_the_survey(tmp_path: Path) -> None:
     assert "truncated" in error.problem
 
 
+def test_full_survey_finds_damage_inside_the_data_that_headers_do_not_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt = _corrupt_gz(tmp_path / "A" / "Case00.nii.gz")
+    _mask(tmp_path / "A" / "Case00_segmentation.nii.gz")
+    array = np.random.default_rng(5).random(SHAPE).astype(np.float32)
+    array[0, 0, 0] = np.nan
+    with_nan = _nifti(tmp_path / "A" / "Case01.nii.gz", array)
+    _mask(tmp_path / "A" / "Case01_segmentation.nii.gz")
+    assert survey_dataset(discover(tmp_path / "A")).errors == []  # headers are fine
+    errors = {p.path: p.problem for p in survey_dataset(discover(tmp_path / "A"), full=True).errors}
+    assert "gzip data is truncated or corrupt" in errors[str(corrupt)]
+    assert "scan holds 1 NaN/Inf voxel(s)" in errors[str(with_nan)]
+    assert main(["info", str(tmp_path / "A"), "--full", "--strict"]) == 1
+    assert "NaN/Inf" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("name", "content", "problem"),
     [

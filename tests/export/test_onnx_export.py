@@ -24,6 +24,8 @@ from napari_kdseg.export.check import Comparison
 from napari_kdseg.inference.model import CARD_METADATA_KEY, load_model
 from napari_kdseg.models import MODEL_NAMES, build_model
 
+pytestmark = pytest.mark.slow  # trains or exports models: scheduled first (conftest)
+
 SIZE = 32
 
 

@@ -20,8 +20,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from napari_kdseg.data.phantom import generate_phantom
+
+pytestmark = pytest.mark.slow  # trains or exports models: scheduled first (conftest)
 
 TIMEOUT_S = 300
 BATCH = 8

@@ -20,7 +20,9 @@ from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.data.preprocess import PreprocessConfig
 from napari_kdseg.training.config import TrainConfig
-from napari_kdseg.training.run import distill, train
+from napari_kdseg.training.run import FinishedModelError, distill, train
+
+pytestmark = pytest.mark.slow  # trains or exports models: scheduled first (conftest)
 
 TINY = TrainConfig(
     width=0.125,
@@ -135,6 +137,23 @@ def test_distill_cli_streams_json_lines(phantom: Path, teacher: Path, tmp_path: 
     assert events[-1]["event"] == "done"
     card = json.loads((tmp_path / "run" / "erfnet.json").read_text())
     assert card["losses"] == {"segmentation": "dice+ce", "affinity": 0.9}
+    # The same command again would replace the finished model: refused, nothing touched.
+    model = tmp_path / "run" / "erfnet.keras"
+    before = model.stat().st_mtime_ns
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 2
+    assert "erfnet.keras: a finished model is already here" in again.stderr
+    assert "--overwrite" in again.stderr
+    assert model.stat().st_mtime_ns == before
+
+
+def test_a_finished_model_is_replaced_only_when_asked(phantom: Path, teacher: Path) -> None:
+    config = TrainConfig(**{**TINY.__dict__, "model": "unetpp"})
+    before = teacher.stat().st_mtime_ns
+    with pytest.raises(FinishedModelError, match=r"unetpp\.keras: a finished model is already"):
+        train(discover(phantom), ["A", "B"], config, teacher.parent)
+    assert teacher.stat().st_mtime_ns == before
+    assert not list(teacher.parent.glob(".*.tmp*"))
 
 
 def test_teacher_grid_mismatch_is_explained(phantom: Path, teacher: Path, tmp_path: Path) -> None:
