@@ -45,13 +45,14 @@ def _events(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def test_two_workers_train_one_model_written_by_the_chief(tmp_path: Path) -> None:
-    data = generate_phantom(tmp_path / "data", cases_per_site=3, size=48, seed=0, sites="AB")
+def _run_workers(data: Path, tmp_path: Path) -> tuple[list[int], list[tuple[str, str]]]:
+    """``kdseg train --strategy multi-worker`` as two local workers, each with its own
+    ``--out`` (``worker0`` is the chief's); their exit statuses and (stdout, stderr)."""
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     processes = []
     for index in range(2):
         scratch_root = tmp_path / f"tmp{index}"
-        scratch_root.mkdir()
+        scratch_root.mkdir(exist_ok=True)
         environment = {
             **os.environ,
             "TF_CONFIG": json.dumps(
@@ -99,8 +100,14 @@ def test_two_workers_train_one_model_written_by_the_chief(tmp_path: Path) -> Non
             f"the workers did not finish in {TIMEOUT_S} s\n"
             + "\n".join(f"--- worker {i} stderr:\n{tail}" for i, tail in enumerate(tails))
         ) from None
-    for index, (process, (_, stderr)) in enumerate(zip(processes, outputs, strict=True)):
-        assert process.returncode == 0, f"worker {index}:\n{stderr[-3000:]}"
+    return [process.returncode for process in processes], outputs
+
+
+def test_two_workers_train_one_model_written_by_the_chief(tmp_path: Path) -> None:
+    data = generate_phantom(tmp_path / "data", cases_per_site=3, size=48, seed=0, sites="AB")
+    codes, outputs = _run_workers(data, tmp_path)
+    for index, (code, (_, stderr)) in enumerate(zip(codes, outputs, strict=True)):
+        assert code == 0, f"worker {index}:\n{stderr[-3000:]}"
 
     chief, other = tmp_path / "worker0", tmp_path / "worker1"
     events = _events(outputs[0][0])
@@ -132,3 +139,12 @@ def test_two_workers_train_one_model_written_by_the_chief(tmp_path: Path) -> Non
     assert prediction.shape == (2, 32, 32, 2)
     assert np.isfinite(prediction).all()
     assert math.isfinite(card["metrics"]["final"]["loss"])
+
+    # Again: now only the chief's --out holds a finished model. Every worker must reach the
+    # same verdict (a lone one would wait for the others' collectives forever): both refuse.
+    model_time = (chief / "espnet.keras").stat().st_mtime_ns
+    codes, outputs = _run_workers(data, tmp_path)
+    assert codes == [2, 2], [stderr[-2000:] for _, stderr in outputs]
+    for _, stderr in outputs:
+        assert "some workers find a finished model here and others do not" in stderr
+    assert (chief / "espnet.keras").stat().st_mtime_ns == model_time
