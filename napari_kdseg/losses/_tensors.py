@@ -52,3 +52,16 @@ def check_rank(x: Tensor, rank: int, what: str) -> None:
     """Raises unless ``x`` has ``rank`` dimensions."""
     if len(x.shape) != rank:
         raise ValueError(f"{what} must have {rank} dimensions, got shape {tuple(x.shape)}")
+
+
+def per_sample(value: Tensor, batch: Tensor) -> Tensor:
+    """A scalar ``value`` repeated once per sample of ``batch`` (its first axis).
+
+    Keras reduces a loss returned per sample as usual (mean, sample weights) and, under
+    ``tf.distribute``, divides it by the replicas in sync, whose gradients are then summed. It
+    skips that division for a scalar, so a batch-level loss returned as one would count once
+    per replica: twice the gradient and twice the reported loss on two devices.
+    """
+    value = ops.convert_to_tensor(value)
+    first_entries = batch[(slice(None),) + (0,) * (len(batch.shape) - 1)]  # shape (batch,)
+    return ops.zeros_like(ops.cast(first_entries, value.dtype)) + value

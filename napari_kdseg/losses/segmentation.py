@@ -19,7 +19,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from napari_kdseg.losses._tensors import Tensor, check_rank, floating, int_labels
+from napari_kdseg.losses._tensors import Tensor, check_rank, floating, int_labels, per_sample
 
 SEGMENTATION_KINDS = ("dice+ce", "dice+focal")
 _FOCAL_FLOOR = 1e-12
@@ -180,6 +180,12 @@ class SegmentationLoss(keras.losses.Loss):
         self.alpha = alpha if alpha is None or isinstance(alpha, int | float) else list(alpha)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        """The batch's loss once per sample (see :func:`per_sample`); calling the loss
+        object reduces it back to that scalar."""
+        return per_sample(self.batch_loss(y_true, y_pred), floating(y_pred))
+
+    def batch_loss(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        """Dice plus focal or cross-entropy over the whole batch, a scalar."""
         dice = dice_loss(y_true, y_pred, self.smooth, self.include_background)
         if self.kind == "dice+focal":
             return dice + focal_loss(y_true, y_pred, self.gamma, self.alpha)

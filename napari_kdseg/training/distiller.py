@@ -26,6 +26,7 @@ from napari_kdseg.losses import (
     SegmentationLoss,
     logits_kl,
 )
+from napari_kdseg.losses._tensors import per_sample
 from napari_kdseg.models import with_features
 from napari_kdseg.training.config import DistillationConfig
 from napari_kdseg.training.metrics import ForegroundDice
@@ -77,6 +78,7 @@ class Distiller(keras.Model):
             name: keras.metrics.Mean(name=name) for name in ("loss", "segmentation", *self.lambdas)
         }
         self.dice = ForegroundDice()
+        self._reduce = _PerSampleLoss(name="total")
         self.built = True  # every variable exists: the networks are built, the adapters above
 
     def call(self, inputs: Any, training: bool = False) -> dict[str, Any]:
@@ -100,7 +102,7 @@ class Distiller(keras.Model):
             y_pred = self(x, training=training)
         student_logits = y_pred["logits"]
         teacher_logits = ops.stop_gradient(y_pred["teacher_logits"])
-        terms = {"segmentation": self.segmentation_loss(y, student_logits)}
+        terms = {"segmentation": self.segmentation_loss.batch_loss(y, student_logits)}
         if "logits" in self.lambdas:
             terms["logits"] = logits_kl(student_logits, teacher_logits, self.config.temperature)
         if "kernel_matrix" in self.lambdas:
@@ -120,8 +122,18 @@ class Distiller(keras.Model):
         for name, value in terms.items():
             self.trackers[name].update_state(value)
         self.dice.update_state(y, student_logits)
-        return total
+        # Reduced as Keras reduces its own losses, so that under tf.distribute each replica
+        # contributes its share of the summed gradients (see per_sample).
+        total = per_sample(total, student_logits)
+        return self._reduce(total, total)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [*self.trackers.values(), self.dice]
+
+
+class _PerSampleLoss(keras.losses.Loss):
+    """Keras' loss reduction applied to a loss already computed per sample."""
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return y_pred
