@@ -42,16 +42,14 @@ from qtpy.QtWidgets import (
 )
 
 from napari_kdseg._widgets.curves import TrainingCurves
+from napari_kdseg.architectures import STUDENTS, TEACHERS
 from napari_kdseg.data.datasets import Dataset, discover
 from napari_kdseg.data.errors import KdsegDataError
 from napari_kdseg.jobs.child import ChildJob, JobEvent, JobStatus
 from napari_kdseg.jobs.plan import (
     DEFAULT_LAMBDAS,
-    LOSS_LABELS,
     PRESETS,
-    STUDENTS,
     TARGET_ROLE,
-    TEACHERS,
     DistillationSettings,
     dataset_root_of,
     loso_argv,
@@ -60,7 +58,7 @@ from napari_kdseg.jobs.plan import (
 )
 from napari_kdseg.jobs.progress import LosoProgress, format_seconds
 from napari_kdseg.library import library_dir
-from napari_kdseg.training.config import LOSS_NAMES
+from napari_kdseg.training.config import LOSS_NAMES, LOSS_SHORT_NAMES
 
 #: Milliseconds between two drains of the child's events.
 POLL_MS = 100
@@ -196,7 +194,7 @@ class DistillationPanel(QWidget):
         self.loss_checks: dict[str, QCheckBox] = {}
         self.lambda_spins: dict[str, QDoubleSpinBox] = {}
         for row, (name, weight) in enumerate(zip(LOSS_NAMES, DEFAULT_LAMBDAS, strict=True)):
-            check = QCheckBox(LOSS_LABELS[name])
+            check = QCheckBox(LOSS_SHORT_NAMES[name])
             check.setChecked(True)
             check.toggled.connect(self._update_plan)
             spin = QDoubleSpinBox()

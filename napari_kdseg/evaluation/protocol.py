@@ -27,16 +27,8 @@ from napari_kdseg.data.errors import DatasetError, report_data_warnings
 from napari_kdseg.evaluation.evaluate import Evaluation
 from napari_kdseg.inference.model import ModelFileError, preprocess_from_card, read_keras_card
 from napari_kdseg.models.registry import MODEL_NAMES, STUDENTS, TEACHERS
-from napari_kdseg.training.config import LOSS_NAMES, TrainConfig
+from napari_kdseg.training.config import LOSS_NAMES, LOSS_SHORT_NAMES, TrainConfig
 
-SHORT_LOSS_NAMES = {"logits": "LM", "affinity": "AAM", "kernel_matrix": "KMM"}
-DISPLAY_NAMES = {
-    "enet": "ENet",
-    "espnet": "ESPNet",
-    "erfnet": "ERFNet",
-    "unetpp": "UNet++",
-    "deeplabv3plus": "DeepLabV3+",
-}
 # The paper's Table 4 rows, in its order.
 ABLATION_LOSSES: tuple[tuple[str, ...], ...] = (
     ("logits",),
@@ -51,7 +43,7 @@ ABLATION_LOSSES: tuple[tuple[str, ...], ...] = (
 
 def losses_label(losses: Sequence[str]) -> str:
     """The paper's name for a set of distillation losses, e.g. ``+AAM + KMM + LM``."""
-    return "+" + " + ".join(sorted(SHORT_LOSS_NAMES[name] for name in losses))
+    return "+" + " + ".join(sorted(LOSS_SHORT_NAMES[name] for name in losses))
 
 
 class GridStopped(Exception):
@@ -90,7 +82,7 @@ class Cell:
     def folder(self) -> Path:
         if self.teacher is None:
             return Path(self.target) / self.model
-        short = "-".join(sorted(SHORT_LOSS_NAMES[name] for name in self.losses))
+        short = "-".join(sorted(LOSS_SHORT_NAMES[name] for name in self.losses))
         return Path(self.target) / f"{self.model}-from-{self.teacher}-{short}"
 
     def teacher_cell(self) -> Cell | None:

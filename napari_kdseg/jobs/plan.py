@@ -1,10 +1,7 @@
 """What the distillation panel asks for, checked, and the ``kdseg loso`` command that does it.
 
-Qt-free and TensorFlow-free: :mod:`napari_kdseg.training.config` is imported for the paper's
-settings because it does not import Keras at module level. The CPU preset's numbers live in
-:func:`napari_kdseg.training.config.cpu_preset`, which imports the model registry (Keras) to
-tell students from teachers, so they are mirrored in :data:`CPU_PRESET`; a non-GUI test pins
-the copy (and the model names) to the code.
+Qt-free and Keras-free: the presets come from :mod:`napari_kdseg.training.config` and the
+model names from :mod:`napari_kdseg.architectures`, neither of which imports Keras.
 """
 
 from __future__ import annotations
@@ -13,16 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_kdseg.architectures import STUDENTS, TEACHERS
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.jobs.child import python_command
-from napari_kdseg.training.config import LOSS_NAMES, DistillationConfig, paper_preset
+from napari_kdseg.training import config as training_config
+from napari_kdseg.training.config import LOSS_NAMES, LOSS_SHORT_NAMES, DistillationConfig
 
-#: Teacher architectures by command-line name, with the names people read.
-TEACHERS = {"unetpp": "UNet++", "deeplabv3plus": "DeepLabV3+"}
-#: Student architectures by command-line name, with the names people read.
-STUDENTS = {"enet": "ENet", "espnet": "ESPNet", "erfnet": "ERFNet"}
-#: The losses' short names (the paper's LM, KMM, AAM), in the order of ``--lambdas``.
-LOSS_LABELS = {"logits": "LM", "kernel_matrix": "KMM", "affinity": "AAM"}
 DEFAULT_LAMBDAS: tuple[float, ...] = tuple(DistillationConfig().lambdas[n] for n in LOSS_NAMES)
 
 TRAINING_ROLE = "training: teacher + student"
@@ -41,23 +34,19 @@ class PresetValues:
     teacher_width: float
 
 
-def _paper_values() -> PresetValues:
-    config = paper_preset()
+def _values(preset: str) -> PresetValues:
+    student = training_config.PRESETS[preset]("enet")
     return PresetValues(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        size=config.preprocess.size,
-        student_width=config.width,
-        teacher_width=config.width,
+        epochs=student.epochs,
+        batch_size=student.batch_size,
+        learning_rate=student.learning_rate,
+        size=student.preprocess.size,
+        student_width=student.width,
+        teacher_width=training_config.PRESETS[preset]("unetpp").width,
     )
 
 
-#: Mirror of :func:`napari_kdseg.training.config.cpu_preset` (see the module docstring).
-CPU_PRESET = PresetValues(
-    epochs=6, batch_size=16, learning_rate=3e-3, size=96, student_width=1.0, teacher_width=0.25
-)
-PRESETS: dict[str, PresetValues] = {"paper": _paper_values(), "cpu": CPU_PRESET}
+PRESETS: dict[str, PresetValues] = {name: _values(name) for name in training_config.PRESETS}
 
 
 @dataclass(frozen=True)
@@ -252,12 +241,12 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
     if unknown:
         errors.append(f"unknown distillation losses {unknown}; choose from {LOSS_NAMES}")
     if len(settings.lambdas) != len(LOSS_NAMES):
-        errors.append(f"give one weight per loss ({', '.join(LOSS_LABELS.values())})")
+        errors.append(f"give one weight per loss ({', '.join(LOSS_SHORT_NAMES.values())})")
     else:
         for name, weight in zip(LOSS_NAMES, settings.lambdas, strict=True):
             if weight < 0 or (name in settings.losses and weight == 0):
                 errors.append(
-                    f"the weight of {LOSS_LABELS[name]} must be above 0 while the loss is on "
+                    f"the weight of {LOSS_SHORT_NAMES[name]} must be above 0 while the loss is on "
                     f"(got {weight:g}); switch the loss off instead"
                 )
     if not settings.losses:

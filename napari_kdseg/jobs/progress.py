@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari_kdseg.jobs.plan import STUDENTS, TEACHERS
+from napari_kdseg.architectures import STUDENTS, TEACHERS
 
 _DISPLAY = {**TEACHERS, **STUDENTS}
 

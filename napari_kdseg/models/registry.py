@@ -23,13 +23,13 @@ from typing import Any
 
 import keras
 
+from napari_kdseg import architectures
 from napari_kdseg.models import deeplabv3plus, enet, erfnet, espnet, unetpp
 from napari_kdseg.models._common import LOGITS_LAYER
 
-STUDENTS = ("enet", "espnet", "erfnet")
-TEACHERS = ("unetpp", "deeplabv3plus")
-# ascending parameter count, as the paper's Table 1
-MODEL_NAMES = ("espnet", "enet", "erfnet", "unetpp", "deeplabv3plus")
+STUDENTS = tuple(architectures.STUDENTS)
+TEACHERS = tuple(architectures.TEACHERS)
+MODEL_NAMES = architectures.MODEL_NAMES
 
 #: The paper's Table 1: parameters and "Flops" (2 x multiply-accumulates) at 384 x 384.
 PAPER_TABLE1: dict[str, dict[str, int]] = {

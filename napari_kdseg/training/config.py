@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_kdseg.architectures import STUDENTS
 from napari_kdseg.data.augment import AugmentConfig
 from napari_kdseg.data.preprocess import PreprocessConfig
 
 LOSS_NAMES = ("logits", "kernel_matrix", "affinity")
+#: The paper's short names (LM, KMM, AAM), in the order of LOSS_NAMES and ``--lambdas``.
+LOSS_SHORT_NAMES = {"logits": "LM", "kernel_matrix": "KMM", "affinity": "AAM"}
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,6 @@ def cpu_preset(model: str = "enet") -> TrainConfig:
     the paper, and cheap at this size) but quarter-width teachers (UNet++ and DeepLabV3+ are
     100 to 300 times heavier). At quarter width ENet's decoder has 4 channels and, measured,
     stays at an all-background prediction through 16 epochs."""
-    from napari_kdseg.models.registry import STUDENTS  # Keras only when a preset is built
-
     return TrainConfig(
         model=model,
         width=1.0 if model in STUDENTS else 0.25,
