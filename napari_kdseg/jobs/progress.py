@@ -14,9 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari_kdseg.architectures import STUDENTS, TEACHERS
-
-_DISPLAY = {**TEACHERS, **STUDENTS}
+from napari_kdseg.architectures import DISPLAY_NAMES
 
 
 @dataclass
@@ -45,7 +43,7 @@ class CellScore:
 
     @property
     def model_name(self) -> str:
-        return _DISPLAY.get(self.model, self.model)
+        return DISPLAY_NAMES.get(self.model, self.model)
 
     @property
     def variant_text(self) -> str:
@@ -205,13 +203,13 @@ class LosoProgress:
 
 def cell_label(cell: dict[str, Any]) -> str:
     """``UNet++ (teacher)``, ``ENet w/o`` or ``ENet w/ +AAM + KMM + LM`` for a ``cell`` event."""
-    model = _DISPLAY.get(str(cell.get("model")), str(cell.get("model")))
+    model = DISPLAY_NAMES.get(str(cell.get("model")), str(cell.get("model")))
     variant = str(cell.get("variant") or "")
     if variant == "teacher":
         return f"{model} (teacher)"
     if variant in ("w/o", ""):
         return f"{model} w/o".strip()
-    teacher = _DISPLAY.get(str(cell.get("teacher")), str(cell.get("teacher")))
+    teacher = DISPLAY_NAMES.get(str(cell.get("teacher")), str(cell.get("teacher")))
     return f"{model} w/ {variant} from {teacher}"
 
 
@@ -219,7 +217,7 @@ def short_cell_label(cell: dict[str, Any]) -> str:
     """``UNet++``, ``ENet w/o`` or ``ENet w/`` for a legend; ``training`` before any cell."""
     if not cell:
         return "training"
-    model = _DISPLAY.get(str(cell.get("model")), str(cell.get("model")))
+    model = DISPLAY_NAMES.get(str(cell.get("model")), str(cell.get("model")))
     variant = str(cell.get("variant") or "")
     return model if variant == "teacher" else f"{model} {'w/o' if variant == 'w/o' else 'w/'}"
 
