@@ -21,8 +21,8 @@ from napari_kdseg.data.augment import AugmentConfig
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.phantom import generate_phantom
-from napari_kdseg.data.pipeline import SliceDataset
 from napari_kdseg.data.preprocess import PreprocessConfig
+from napari_kdseg.training.pipeline import SliceDataset
 
 
 def _timed(function: Callable[[], object], repeats: int = 1) -> float:

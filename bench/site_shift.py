@@ -27,8 +27,8 @@ from napari_kdseg.data.cache import PreparedCase, PreprocessCache
 from napari_kdseg.data.datasets import Case, discover, split_cases
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.phantom import generate_phantom
-from napari_kdseg.data.pipeline import SliceDataset
 from napari_kdseg.data.preprocess import PreprocessConfig, stack_context
+from napari_kdseg.training.pipeline import SliceDataset
 
 
 def small_unet(size: int, channels: int, width: int = 16) -> keras.Model:

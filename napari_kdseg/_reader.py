@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_kdseg._layers import LayerData, volume_layers
+from napari_kdseg.core.errors import DatasetError, KdsegDataError, VolumeError
 from napari_kdseg.data.datasets import Case, Problem, discover
-from napari_kdseg.data.errors import DatasetError, KdsegDataError, VolumeError
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.volume import Volume, check_mask_grid
 

@@ -19,7 +19,7 @@ from napari_kdseg.commands import (
     models,
     training,
 )
-from napari_kdseg.data.errors import KdsegDataError
+from napari_kdseg.core.errors import KdsegDataError
 
 STAGES = (data, models, training, evaluation, inference, demo)
 

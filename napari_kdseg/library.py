@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_kdseg.data.errors import KdsegDataError
+from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.inference.model import (
     CARD_METADATA_KEY,
     ModelFileError,

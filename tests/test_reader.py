@@ -12,7 +12,7 @@ import pytest
 from napari_kdseg import _reader
 from napari_kdseg._reader import get_reader, read_path, read_paths
 from napari_kdseg._writer import affine_from_scale, write_labels
-from napari_kdseg.data.errors import KdsegDataError
+from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.phantom import generate_phantom
 

@@ -43,8 +43,8 @@ from qtpy.QtWidgets import (
 
 from napari_kdseg._widgets.curves import TrainingCurves
 from napari_kdseg.architectures import STUDENTS, TEACHERS
+from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.datasets import Dataset, discover
-from napari_kdseg.data.errors import KdsegDataError
 from napari_kdseg.jobs.child import ChildJob, JobEvent, JobStatus
 from napari_kdseg.jobs.plan import (
     DEFAULT_LAMBDAS,

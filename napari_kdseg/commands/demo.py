@@ -30,8 +30,8 @@ def register(commands: Subcommands) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from napari_kdseg.data.phantom.sites import SITES
-    from napari_kdseg.demo import DemoSettings, run_demo
-    from napari_kdseg.evaluation.protocol import GridStopped, check_models
+    from napari_kdseg.experiments.demo import DemoSettings, run_demo
+    from napari_kdseg.experiments.grid import GridStopped, check_models
     from napari_kdseg.training.progress import emit
 
     chosen = {

@@ -21,7 +21,7 @@ from napari_kdseg.commands.training import (
 
 if TYPE_CHECKING:
     from napari_kdseg.evaluation.evaluate import CaseResult, Evaluation
-    from napari_kdseg.evaluation.protocol import Cell
+    from napari_kdseg.experiments.grid import Cell
 
 
 def register(commands: Subcommands) -> None:
@@ -157,7 +157,7 @@ def format_summary(evaluation: Evaluation) -> str:
 
 
 def _loso(args: argparse.Namespace) -> int:
-    from napari_kdseg.evaluation.protocol import check_models, loso_cells
+    from napari_kdseg.experiments.grid import check_models, loso_cells
     from napari_kdseg.inference.model import read_keras_card
 
     given = [str(read_keras_card(path).get("architecture")) for path in args.teacher_file]
@@ -170,7 +170,7 @@ def _loso(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from napari_kdseg.evaluation.protocol import ablation_cells, check_models
+    from napari_kdseg.experiments.grid import ablation_cells, check_models
 
     check_models([args.teacher], [args.student])
     return _run_grid(args, lambda targets: ablation_cells(targets, args.teacher, args.student))
@@ -179,8 +179,8 @@ def _ablate(args: argparse.Namespace) -> int:
 def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[Cell]]) -> int:
     from napari_kdseg.data.cache import PreprocessCache
     from napari_kdseg.data.datasets import discover
-    from napari_kdseg.evaluation.protocol import Grid, GridStopped, check_targets
-    from napari_kdseg.evaluation.report import write_grid_report
+    from napari_kdseg.experiments.grid import Grid, GridStopped, check_targets
+    from napari_kdseg.experiments.report import write_grid_report
     from napari_kdseg.training.config import LOSS_NAMES
     from napari_kdseg.training.progress import emit
 

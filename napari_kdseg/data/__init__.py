@@ -1,5 +1,5 @@
 """The data layer: volumes, readers and writers, sites and cases, preprocessing, the phantom.
 
-Nothing here imports TensorFlow or Qt except :mod:`napari_kdseg.data.pipeline`, which is the
-Keras input pipeline and is imported only by training code.
+Nothing here imports Keras, TensorFlow or Qt (the Keras input pipeline lives in
+:mod:`napari_kdseg.training.pipeline`).
 """

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from napari_kdseg.data.atomic import atomic_directory
+from napari_kdseg.core.atomic import atomic_directory
+from napari_kdseg.core.errors import DataWarning, VolumeError
 from napari_kdseg.data.datasets import Case
-from napari_kdseg.data.errors import DataWarning, VolumeError
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.preprocess import (
     PREPROCESS_VERSION,
@@ -85,7 +85,7 @@ class PreprocessCache:
     def prepare(self, case: Case, config: PreprocessConfig) -> PreparedCase:
         """The case preprocessed with ``config``, from the cache when it is there.
 
-        Raises :class:`~napari_kdseg.data.errors.VolumeError` for a scan or mask that cannot
+        Raises :class:`~napari_kdseg.core.errors.VolumeError` for a scan or mask that cannot
         be read (see :func:`~napari_kdseg.data.io.read_volume`) and for a mask that is not on
         its scan's grid (shape or affine), naming both files; nothing is cached then.
         """
@@ -121,7 +121,7 @@ class PreprocessCache:
         """Every case prepared; what training reads.
 
         With ``skip_empty`` (the default) a case whose mask holds no prostate on the model
-        grid is left out with a :class:`~napari_kdseg.data.errors.DataWarning` naming the
+        grid is left out with a :class:`~napari_kdseg.core.errors.DataWarning` naming the
         case and its mask: training on it would teach "no gland here" for a scan that has
         one, silently. An empty mask is more often a failed export than a truth.
         """

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_kdseg.data.errors import DatasetError
+from napari_kdseg.core.errors import DatasetError
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha")
 _LABEL_MARK = re.compile(r"^(?P<case>.+)_segmentation$", re.IGNORECASE)

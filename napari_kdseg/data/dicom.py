@@ -23,7 +23,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from napari_kdseg.data.errors import DicomSeriesError
+from napari_kdseg.core.errors import DicomSeriesError
 from napari_kdseg.data.memory import check_fits_in_memory
 from napari_kdseg.data.volume import Volume, affine_from_lps, check_finite_scan
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from napari_kdseg.core.errors import VolumeError
 from napari_kdseg.data.dicom import read_dicom_series
-from napari_kdseg.data.errors import VolumeError
 from napari_kdseg.data.metaimage import is_metaimage, metaimage_geometry, read_metaimage
 from napari_kdseg.data.nifti import is_nifti, nifti_geometry, read_nifti, write_nifti
 from napari_kdseg.data.volume import Volume
@@ -41,7 +41,7 @@ def read_volume(
 
     ``series`` picks one series of a DICOM folder holding several, ``volume`` one volume
     (0-based) of a 4D NIfTI or MetaImage file. Whatever is wrong with the input is raised as
-    a :class:`~napari_kdseg.data.errors.VolumeError` naming the file and the problem, before
+    a :class:`~napari_kdseg.core.errors.VolumeError` naming the file and the problem, before
     anything is written: unreadable, truncated or corrupt files, 2D or 4D volumes, scans
     with NaN/Inf voxels, label maps that cannot be masks, volumes too large for the memory
     available (checked from the header, before decoding) and DICOM folders that do not hold

@@ -4,7 +4,7 @@ Readers know a volume's shape and stored data type from its header. Loading it h
 stored voxels and the working copy (float32 for scans, int32 at most for label maps) at once,
 so :func:`check_fits_in_memory` compares that sum with the memory available now (Linux
 ``MemAvailable``, capped by a cgroup v2 limit in a container; ``sysconf`` elsewhere) and raises
-a :class:`~napari_kdseg.data.errors.VolumeError` giving the estimate and the memory available.
+a :class:`~napari_kdseg.core.errors.VolumeError` giving the estimate and the memory available.
 Where the available memory cannot be found the check is skipped rather than guessed.
 """
 
@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.core.errors import VolumeError
 
 #: Bytes per voxel of the in-memory copy a reader makes: float32 scans, integer labels.
 WORKING_ITEMSIZE = 4

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.core.errors import VolumeError
 from napari_kdseg.data.memory import check_fits_in_memory
 from napari_kdseg.data.volume import (
     Volume,

@@ -21,8 +21,8 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
-from napari_kdseg.data.atomic import atomic_path
-from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.core.atomic import atomic_path
+from napari_kdseg.core.errors import VolumeError
 from napari_kdseg.data.memory import check_fits_in_memory
 from napari_kdseg.data.volume import Volume, check_finite_scan, integer_labels, volume_shape
 

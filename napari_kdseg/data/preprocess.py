@@ -32,7 +32,7 @@ from nibabel.orientations import (
 )
 from scipy import ndimage
 
-from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.core.errors import VolumeError
 from napari_kdseg.data.volume import Volume
 
 # Bump when the stored result of prepare_case changes, so caches made by older code are unused.

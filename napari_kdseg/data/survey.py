@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.datasets import Case, Dataset, Problem
-from napari_kdseg.data.errors import KdsegDataError
 from napari_kdseg.data.io import read_header, read_volume
 from napari_kdseg.data.memory import check_fits_in_memory
 from napari_kdseg.data.volume import check_mask_grid, volume_shape_message

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.core.errors import VolumeError
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from napari_kdseg.core.errors import DataWarning
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import Case, Dataset
-from napari_kdseg.data.errors import DataWarning
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.evaluation.metrics import SegmentationScores, score, summarise
 from napari_kdseg.inference.model import SegmentationModel

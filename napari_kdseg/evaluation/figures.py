@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from napari_kdseg.data.atomic import versioned_path
+from napari_kdseg.core.atomic import versioned_path
 from napari_kdseg.evaluation.metrics import dice
 
 if TYPE_CHECKING:

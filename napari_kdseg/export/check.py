@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from napari_kdseg.data.errors import KdsegDataError
+from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.inference.onnx_runtime import CPU, open_session, session_options
 
 

@@ -28,7 +28,7 @@ import onnx
 import onnxruntime as ort
 
 from napari_kdseg import __version__
-from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.core.atomic import atomic_path
 from napari_kdseg.data.preprocess import PreprocessConfig, prepare_volume, stack_context
 from napari_kdseg.data.volume import Volume
 from napari_kdseg.export.check import Comparison, ExportError, compare_with_keras

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_kdseg.data.atomic import atomic_path, free_name
+from napari_kdseg.core.atomic import atomic_path, free_name
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.data.io import read_volume
-from napari_kdseg.evaluation.protocol import CellResult
+from napari_kdseg.experiments.grid import CellResult
 from napari_kdseg.export.onnx_export import export_onnx
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from napari_kdseg.data.errors import KdsegDataError
+from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.preprocess import PreprocessConfig
 
 CARD_FORMAT = "napari-kdseg model card 1"

@@ -166,8 +166,8 @@ def dataset_root_of(sources: Sequence[str | Path]) -> Path | None:
     Returns the nearest common folder above the site folders that holds two or more sites,
     else the site folder itself, or None when the files share no folder.
     """
+    from napari_kdseg.core.errors import KdsegDataError
     from napari_kdseg.data.datasets import discover
-    from napari_kdseg.data.errors import KdsegDataError
 
     folders = {Path(source).parent for source in sources if str(source)}
     folders = {f.parent if f.name in ("imagesTr", "labelsTr") else f for f in folders}

@@ -1,7 +1,7 @@
 """Fold a ``kdseg loso`` event stream into what the distillation panel shows (no Qt, no TF).
 
 :class:`LosoProgress` takes the events of :mod:`napari_kdseg.training.progress` and
-:mod:`napari_kdseg.evaluation.protocol` one by one (``cell``, ``start``, ``resumed``, ``step``,
+:mod:`napari_kdseg.experiments.grid` one by one (``cell``, ``start``, ``resumed``, ``step``,
 ``epoch``, ``cell_done``, ``report``, ``exported``, ``stopped``) and keeps the overall
 fraction done, the stage in words, the device, the loss and Dice curves of every training and
 the scores of every finished model.

@@ -22,7 +22,7 @@ from typing import Any
 
 import keras
 
-from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.core.atomic import atomic_path
 
 STATE = "state.json"
 WEIGHTS = "trainer.weights.h5"

@@ -20,11 +20,10 @@ import keras
 import numpy as np
 
 from napari_kdseg import __version__
-from napari_kdseg.data.atomic import atomic_path, remove_stale_temporaries
+from napari_kdseg.core.atomic import atomic_path, remove_stale_temporaries
+from napari_kdseg.core.errors import DatasetError, report_data_warnings
 from napari_kdseg.data.cache import PreparedCase, PreprocessCache
 from napari_kdseg.data.datasets import Dataset, split_cases
-from napari_kdseg.data.errors import DatasetError, report_data_warnings
-from napari_kdseg.data.pipeline import SliceDataset
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.models import build_model
 from napari_kdseg.training.checkpoint import (
@@ -44,6 +43,7 @@ from napari_kdseg.training.distribute import (
     worker_role,
 )
 from napari_kdseg.training.metrics import ForegroundDice
+from napari_kdseg.training.pipeline import SliceDataset
 from napari_kdseg.training.progress import JsonLinesProgress, emit, muted
 from napari_kdseg.training.schedule import CyclicLearningRate
 

@@ -23,16 +23,16 @@ import pytest
 import SimpleITK as sitk
 
 from napari_kdseg.cli import main
-from napari_kdseg.data import memory
-from napari_kdseg.data.cache import PreprocessCache
-from napari_kdseg.data.datasets import discover
-from napari_kdseg.data.errors import (
+from napari_kdseg.core.errors import (
     DatasetError,
     DataWarning,
     DicomSeriesError,
     KdsegDataError,
     VolumeError,
 )
+from napari_kdseg.data import memory
+from napari_kdseg.data.cache import PreprocessCache
+from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.io import read_header, read_volume
 from napari_kdseg.data.preprocess import PreprocessConfig
 from napari_kdseg.data.survey import survey_dataset
@@ -569,7 +569,7 @@ def test_unreadable_site_folder_is_a_problem_not_a_crash(
 
 
 def test_one_site_cannot_be_left_out(tmp_path: Path) -> None:
-    from napari_kdseg.evaluation.protocol import check_targets
+    from napari_kdseg.experiments.grid import check_targets
 
     _scan(tmp_path / "A" / "Case00.nii.gz")
     _mask(tmp_path / "A" / "Case00_segmentation.nii.gz")

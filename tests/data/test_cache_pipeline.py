@@ -135,7 +135,7 @@ def test_gamma_keeps_range() -> None:
 
 
 def test_slice_dataset_batches(dataset_root: Path, tmp_path: Path) -> None:
-    from napari_kdseg.data.pipeline import SliceDataset
+    from napari_kdseg.training.pipeline import SliceDataset
 
     cases = PreprocessCache(tmp_path / "cache").prepare_all(
         discover(dataset_root).cases(), PreprocessConfig(size=32)
@@ -170,7 +170,7 @@ def test_slice_dataset_trains_a_keras_model(dataset_root: Path, tmp_path: Path) 
     """The pipeline feeds ``fit`` directly (one tiny epoch)."""
     import keras
 
-    from napari_kdseg.data.pipeline import SliceDataset
+    from napari_kdseg.training.pipeline import SliceDataset
 
     cases = PreprocessCache(tmp_path / "cache").prepare_all(
         discover(dataset_root).cases(), PreprocessConfig(size=16, context=3)

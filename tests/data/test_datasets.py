@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from napari_kdseg.core.errors import DatasetError
 from napari_kdseg.data.datasets import discover, split_cases
-from napari_kdseg.data.errors import DatasetError
 from napari_kdseg.data.survey import survey_dataset
 
 SHAPE = (12, 10, 4)  # file order (i, j, k)

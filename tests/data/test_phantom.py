@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 from scipy import ndimage
 
-from napari_kdseg.data.errors import DatasetError
+from napari_kdseg.core.errors import DatasetError
 from napari_kdseg.data.phantom import SITES, generate_phantom, image_case, make_case
 from napari_kdseg.data.phantom import generate as generate_module
 from napari_kdseg.data.phantom.acquisition import ImagedCase

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_kdseg.data.errors import VolumeError
+from napari_kdseg.core.errors import VolumeError
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.preprocess import (
     Geometry,

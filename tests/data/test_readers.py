@@ -12,9 +12,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from napari_kdseg.data.atomic import atomic_path, current_umask
+from napari_kdseg.core.atomic import atomic_path, current_umask
+from napari_kdseg.core.errors import DicomSeriesError, VolumeError
 from napari_kdseg.data.dicom import list_series, read_dicom_series
-from napari_kdseg.data.errors import DicomSeriesError, VolumeError
 from napari_kdseg.data.io import read_header, read_volume, write_labels
 from napari_kdseg.data.volume import Volume, lps_geometry
 

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from napari_kdseg.core.errors import DataWarning, report_data_warnings
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
-from napari_kdseg.data.errors import DataWarning, report_data_warnings
 from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.evaluation.evaluate import evaluate_model
 from napari_kdseg.inference.model import SegmentationModel

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_kdseg.data.atomic import atomic_directory
-from napari_kdseg.data.errors import DatasetError
+from napari_kdseg.core.atomic import atomic_directory
+from napari_kdseg.core.errors import DatasetError
 from napari_kdseg.data.nifti import write_nifti
 from napari_kdseg.data.phantom.acquisition import ImagedCase, acquire, plan_scan
 from napari_kdseg.data.phantom.anatomy import sample_pelvis

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_kdseg.data.atomic import current_umask, free_name, versioned_path, versions
+from napari_kdseg.core.atomic import current_umask, free_name, versioned_path, versions
 
 
 def _write(path: Path, text: str) -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from napari_kdseg.core.errors import DatasetError
 from napari_kdseg.data.datasets import discover
-from napari_kdseg.data.errors import DatasetError
 from napari_kdseg.data.phantom import generate_phantom
-from napari_kdseg.evaluation.protocol import check_targets, loso_cells
+from napari_kdseg.experiments.grid import check_targets, loso_cells
 
 
 def test_one_site_cannot_be_left_out(tmp_path: Path) -> None:

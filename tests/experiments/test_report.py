@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from napari_kdseg.evaluation.metrics import summarise
-from napari_kdseg.evaluation.protocol import (
+from napari_kdseg.experiments.grid import (
     Cell,
     CellResult,
     ablation_cells,
     check_models,
     loso_cells,
 )
-from napari_kdseg.evaluation.report import (
+from napari_kdseg.experiments.report import (
     markdown_table,
     table2_rows,
     table4_rows,

@@ -1,4 +1,4 @@
-"""Errors of the data layer: each names the file it is about and what is wrong with it."""
+"""The project's errors: each names the file it is about and what is wrong with it."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ from napari_kdseg.cli import main
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.preprocess import PreprocessConfig
-from napari_kdseg.demo import DemoSettings, run_demo
-from napari_kdseg.evaluation.protocol import Cell, Grid, GridStopped
-from napari_kdseg.evaluation.report import write_grid_report
+from napari_kdseg.experiments.demo import DemoSettings, run_demo
+from napari_kdseg.experiments.grid import Cell, Grid, GridStopped
+from napari_kdseg.experiments.report import write_grid_report
 from napari_kdseg.export.students import export_students
 from napari_kdseg.inference.model import ModelFileError
 from napari_kdseg.inference.onnx_runtime import load_onnx

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_kdseg.architectures import DISPLAY_NAMES
-from napari_kdseg.data.atomic import versioned_path
-from napari_kdseg.evaluation.protocol import ABLATION_LOSSES, CellResult, losses_label
+from napari_kdseg.core.atomic import versioned_path
+from napari_kdseg.experiments.grid import ABLATION_LOSSES, CellResult, losses_label
 
 METRIC_TITLES = {"dice": "Dice", "hd95": "HD95 (mm)", "asd": "ASD (mm)"}
 # The paper numbers DeepLabV3+ as T1 and UNet++ as T2.

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from napari_kdseg.architectures import DISPLAY_NAMES
-from napari_kdseg.data.atomic import atomic_path, versioned_path
+from napari_kdseg.core.atomic import atomic_path, versioned_path
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.evaluation.figures import ContourRow, contour_figure
-from napari_kdseg.evaluation.protocol import Cell, CellResult, Grid
-from napari_kdseg.evaluation.report import METRIC_TITLES, markdown_table, table2_rows
+from napari_kdseg.experiments.grid import Cell, CellResult, Grid
+from napari_kdseg.experiments.report import METRIC_TITLES, markdown_table, table2_rows
 from napari_kdseg.training.config import LOSS_NAMES, TrainConfig, cpu_preset
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_kdseg.data.atomic import atomic_path
+from napari_kdseg.core.atomic import atomic_path
+from napari_kdseg.core.errors import DatasetError, report_data_warnings
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import Dataset
-from napari_kdseg.data.errors import DatasetError, report_data_warnings
 from napari_kdseg.evaluation.evaluate import Evaluation
 from napari_kdseg.inference.model import ModelFileError, preprocess_from_card, read_keras_card
 from napari_kdseg.models.registry import MODEL_NAMES, STUDENTS, TEACHERS

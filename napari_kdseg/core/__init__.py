@@ -1,0 +1,1 @@
+"""The project's errors and atomic file writes: imported by every layer, importing none."""
