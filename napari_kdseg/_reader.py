@@ -15,7 +15,6 @@ message names the file. Imports no TensorFlow.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +25,17 @@ from napari_kdseg._layers import LayerData, volume_layers
 from napari_kdseg.core.errors import DatasetError, KdsegDataError, VolumeError
 from napari_kdseg.data.datasets import Case, Problem, discover
 from napari_kdseg.data.io import read_volume
+from napari_kdseg.data.layout import (
+    case_stem,
+    is_mask_file,
+    is_mask_of,
+    is_volume_file,
+    looks_like_dicom,
+)
 from napari_kdseg.data.volume import Volume, check_mask_grid
 
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha")
-_MASK_STEM = re.compile(r"^(?P<case>.+)_segmentation$", re.IGNORECASE)
 #: Files looked at to decide whether a folder is a DICOM series (it is when one is DICOM).
 _DICOM_PROBE = 64
 #: Problems listed in one warning; the rest are counted.
@@ -87,9 +91,8 @@ def read_path(path: str | Path) -> ReadResult:
 
 def read_volume_file(path: Path) -> ReadResult:
     """A scan (with its sibling mask when one exists) or, for a ``*_segmentation`` file, a mask."""
-    stem = _volume_stem(path) or path.name
-    marked = _MASK_STEM.match(stem)
-    if marked:
+    stem = case_stem(path) or path.name
+    if is_mask_file(path):
         mask = _read(path, labels=True)
         return ReadResult(layers=[labels_layer(mask, name=stem)])
     image = _read(path)
@@ -168,12 +171,11 @@ def labels_layer(mask: Volume, name: str) -> LayerData:
 
 def find_sibling_mask(image: Path) -> Path | None:
     """``Case00_segmentation.<ext>`` (any capitalisation, any volume suffix) beside ``Case00``."""
-    stem = _volume_stem(image)
+    stem = case_stem(image)
     if stem is None or not image.parent.is_dir():
         return None
-    wanted = f"{stem}_segmentation".lower()
     for candidate in sorted(image.parent.iterdir()):
-        if candidate.is_file() and (_volume_stem(candidate) or "").lower() == wanted:
+        if candidate.is_file() and is_mask_of(candidate, stem):
             return candidate
     return None
 
@@ -181,7 +183,7 @@ def find_sibling_mask(image: Path) -> Path | None:
 def _kind(path: Path) -> str | None:
     """``volume``, ``dicom``, ``dataset`` or None (not ours), from names and a few headers."""
     if path.is_file():
-        return "volume" if _volume_stem(path) is not None else None
+        return "volume" if is_volume_file(path) else None
     if not path.is_dir():
         return None
     if _is_dicom_folder(path):
@@ -206,27 +208,12 @@ def _is_dicom_folder(folder: Path) -> bool:
     for count, candidate in enumerate(sorted(folder.iterdir())):
         if count >= _DICOM_PROBE:
             break
-        if candidate.is_file() and _has_dicom_preamble(candidate):
-            return True
+        try:
+            if candidate.is_file() and looks_like_dicom(candidate):
+                return True
+        except OSError:
+            continue  # an unreadable file does not make a folder ours
     return False
-
-
-def _has_dicom_preamble(path: Path) -> bool:
-    """DICOM Part 10 files carry ``DICM`` after a 128-byte preamble."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def _volume_stem(path: Path) -> str | None:
-    lower = path.name.lower()
-    for suffix in VOLUME_SUFFIXES:
-        if lower.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return None
 
 
 def _read(path: Path, labels: bool = False) -> Volume:

@@ -17,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from napari_kdseg.data import io
+from napari_kdseg.data.layout import is_nifti
 from napari_kdseg.data.volume import Volume
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: Relative tolerance between the layer's scale and the stored affine's voxel size.
 _SPACING_TOLERANCE = 1e-3
 
@@ -44,7 +44,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def nifti_path(path: str | Path) -> Path:
     """``path``, with ``.nii.gz`` appended when it does not already end in a NIfTI suffix."""
     path = Path(path)
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
+    if is_nifti(path):
         return path
     return path.with_name(path.name + ".nii.gz")
 

@@ -11,15 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from napari_kdseg.card import ModelCard, ModelFileError
 from napari_kdseg.core.errors import KdsegDataError
-from napari_kdseg.inference.model import (
-    CARD_METADATA_KEY,
-    ModelFileError,
-    parse_card,
-    preprocess_from_card,
-)
 
 #: Environment variable that overrides the library folder.
 LIBRARY_ENV = "KDSEG_MODEL_LIBRARY"
@@ -52,7 +46,7 @@ class LibraryModel:
     context: int | None = None
     validation_dice: float | None = None
     file_bytes: int = 0
-    card: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    card: ModelCard | None = field(default=None, compare=False, repr=False)
     problem: str | None = None
 
     @property
@@ -75,7 +69,7 @@ class LibraryModel:
         )
 
 
-def read_model_card(path: str | Path) -> dict[str, Any]:
+def read_model_card(path: str | Path) -> ModelCard:
     """The napari-kdseg card embedded in an ONNX file, without starting ONNX Runtime.
 
     Raises :class:`ModelFileError` (naming the file) when the file is not ONNX or has no card.
@@ -87,14 +81,7 @@ def read_model_card(path: str | Path) -> dict[str, Any]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # protobuf raises DecodeError and friends
         raise ModelFileError(path, f"not a readable ONNX file ({error})") from error
-    metadata = {prop.key: prop.value for prop in model.metadata_props}
-    if CARD_METADATA_KEY not in metadata:
-        raise ModelFileError(
-            path, f"ONNX file without a napari-kdseg model card ({CARD_METADATA_KEY!r})"
-        )
-    card = parse_card(metadata[CARD_METADATA_KEY], path)
-    preprocess_from_card(card, path)  # a card the loaders cannot use is a problem now
-    return card
+    return ModelCard.from_metadata({prop.key: prop.value for prop in model.metadata_props}, path)
 
 
 def describe_model(path: str | Path) -> LibraryModel:
@@ -108,17 +95,13 @@ def describe_model(path: str | Path) -> LibraryModel:
         card = read_model_card(path)
     except KdsegDataError as error:
         return LibraryModel(path=path, file_bytes=file_bytes, problem=error.problem)
-    preprocess = card["preprocess"]
-    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
-    dice = metrics.get("best_val_dice")
-    sites = card.get("training_sites") or ()
     return LibraryModel(
         path=path,
-        architecture=str(card.get("architecture")) if card.get("architecture") else None,
-        training_sites=tuple(str(site) for site in sites),
-        size=int(preprocess["size"]),
-        context=int(preprocess["context"]),
-        validation_dice=float(dice) if isinstance(dice, int | float) else None,
+        architecture=card.architecture or None,
+        training_sites=card.training_sites or (),
+        size=card.preprocess.size,
+        context=card.preprocess.context,
+        validation_dice=card.best_val_dice,
         file_bytes=file_bytes,
         card=card,
     )

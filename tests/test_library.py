@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from napari_kdseg.inference.model import CARD_METADATA_KEY
+from napari_kdseg.card import CARD_METADATA_KEY
 from napari_kdseg.library import LIBRARY_ENV, library_dir, list_models
 
 CARD = {

@@ -45,9 +45,9 @@ from napari_kdseg._widgets.curves import TrainingCurves
 from napari_kdseg.architectures import STUDENTS, TEACHERS
 from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.datasets import Dataset, discover
+from napari_kdseg.distillation import terms
 from napari_kdseg.jobs.child import ChildJob, JobEvent, JobStatus
 from napari_kdseg.jobs.plan import (
-    DEFAULT_LAMBDAS,
     PRESETS,
     TARGET_ROLE,
     DistillationSettings,
@@ -58,7 +58,6 @@ from napari_kdseg.jobs.plan import (
 )
 from napari_kdseg.jobs.progress import LosoProgress, format_seconds
 from napari_kdseg.library import library_dir
-from napari_kdseg.training.config import LOSS_NAMES, LOSS_SHORT_NAMES
 
 #: Milliseconds between two drains of the child's events.
 POLL_MS = 100
@@ -193,21 +192,22 @@ class DistillationPanel(QWidget):
         losses = QGridLayout()
         self.loss_checks: dict[str, QCheckBox] = {}
         self.lambda_spins: dict[str, QDoubleSpinBox] = {}
-        for row, (name, weight) in enumerate(zip(LOSS_NAMES, DEFAULT_LAMBDAS, strict=True)):
-            check = QCheckBox(LOSS_SHORT_NAMES[name])
-            check.setChecked(True)
+        for row, spec in enumerate(terms.registered()):
+            check = QCheckBox(spec.short_name)
+            check.setChecked(spec.name in terms.PAPER_TERMS)  # other terms are opt-in
             check.toggled.connect(self._update_plan)
             spin = QDoubleSpinBox()
             spin.setRange(0.0, 100.0)
             spin.setDecimals(3)
             spin.setSingleStep(0.1)
-            spin.setValue(weight)
+            spin.setValue(spec.default_weight)
+            spin.setEnabled(check.isChecked())
             spin.setPrefix("λ = ")
             spin.valueChanged.connect(self._update_plan)
             check.toggled.connect(spin.setEnabled)
             losses.addWidget(check, row, 0)
             losses.addWidget(spin, row, 1)
-            self.loss_checks[name], self.lambda_spins[name] = check, spin
+            self.loss_checks[spec.name], self.lambda_spins[spec.name] = check, spin
         form.addRow("Losses", losses)
         return group
 
@@ -455,8 +455,8 @@ class DistillationPanel(QWidget):
             teacher=teacher or "unetpp",
             teacher_file=Path(teacher_file).expanduser() if teacher is None else None,
             student=self.student_combo.currentData(),
-            losses=tuple(name for name in LOSS_NAMES if self.loss_checks[name].isChecked()),
-            lambdas=tuple(self.lambda_spins[name].value() for name in LOSS_NAMES),
+            losses=tuple(name for name, check in self.loss_checks.items() if check.isChecked()),
+            lambdas=tuple(spin.value() for spin in self.lambda_spins.values()),
             preset=self.preset_combo.currentData(),
             epochs=self.epochs_spin.value(),
             student_epochs=self.student_epochs_spin.value(),

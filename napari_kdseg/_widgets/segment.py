@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_kdseg._writer import affine_from_scale, write_labels
+from napari_kdseg.data.layout import case_stem
 from napari_kdseg.data.volume import Volume
 from napari_kdseg.evaluation.slices import (
     SLICE_COLUMNS,
@@ -156,11 +157,9 @@ def default_save_path(layer: Layer) -> Path:
     stem = layer.name.replace("/", "_").replace(" ", "_")
     if source:
         source_path = Path(source)
-        name = source_path.name
-        for suffix in (".nii.gz", ".nii", ".mhd", ".mha"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
+        name = case_stem(source_path)
+        if name is None:  # a DICOM series folder: its whole name
+            name = source_path.name
         return source_path.with_name(f"{name}_prediction.nii.gz")
     return Path.home() / f"{stem}.nii.gz"
 

@@ -29,10 +29,10 @@ def register(commands: Subcommands) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from napari_kdseg.core.events import emit
     from napari_kdseg.data.phantom.sites import SITES
     from napari_kdseg.experiments.demo import DemoSettings, run_demo
     from napari_kdseg.experiments.grid import GridStopped, check_models
-    from napari_kdseg.training.progress import emit
 
     chosen = {
         field.name: getattr(args, field.name)
@@ -47,7 +47,7 @@ def _demo(args: argparse.Namespace) -> int:
             f"got {settings.target!r}"
         )
     try:
-        report = run_demo(args.out, settings, on_event=emit)
+        report = run_demo(args.out, settings)
     except GridStopped as stopped:
         emit("stopped", reason=str(stopped))
         return EXIT_STOPPED

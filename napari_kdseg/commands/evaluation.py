@@ -15,8 +15,10 @@ from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
 from napari_kdseg.commands.training import (
     add_config_arguments,
     add_lambdas_argument,
+    add_losses_argument,
     add_progress_argument,
     config_from_arguments,
+    lambdas_from_arguments,
 )
 
 if TYPE_CHECKING:
@@ -59,13 +61,10 @@ def register(commands: Subcommands) -> None:
         help="teachers trained elsewhere (.keras with its card), used instead of training "
         "their architecture; they should not have seen the target site",
     )
-    loso.add_argument(
-        "--losses",
-        nargs="*",
-        choices=("logits", "kernel_matrix", "affinity"),
-        default=["logits", "kernel_matrix", "affinity"],
-        help="distillation losses of the w/ students (default all three, as the paper; "
-        "none: students alone)",
+    add_losses_argument(
+        loso,
+        "*",
+        "distillation losses of the w/ students (default the paper's three; none: students alone)",
     )
     add_lambdas_argument(loso)
     loso.add_argument(
@@ -107,7 +106,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from napari_kdseg.data.cache import PreprocessCache
     from napari_kdseg.data.datasets import discover
     from napari_kdseg.evaluation.evaluate import evaluate_model
-    from napari_kdseg.inference.model import load_model
+    from napari_kdseg.inference.loading import load_model
 
     dataset = discover(args.dataset)
     for site in args.sites or []:
@@ -157,10 +156,10 @@ def format_summary(evaluation: Evaluation) -> str:
 
 
 def _loso(args: argparse.Namespace) -> int:
+    from napari_kdseg.card import ModelCard
     from napari_kdseg.experiments.grid import check_models, loso_cells
-    from napari_kdseg.inference.model import read_keras_card
 
-    given = [str(read_keras_card(path).get("architecture")) for path in args.teacher_file]
+    given = [str(ModelCard.read_beside(path).architecture) for path in args.teacher_file]
     default = given or ["deeplabv3plus", "unetpp"]
     teachers = list(dict.fromkeys([*given, *(args.teachers or default)]))
     check_models(teachers, args.students)
@@ -177,12 +176,11 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[Cell]]) -> int:
+    from napari_kdseg.core.events import emit
     from napari_kdseg.data.cache import PreprocessCache
     from napari_kdseg.data.datasets import discover
     from napari_kdseg.experiments.grid import Grid, GridStopped, check_targets
     from napari_kdseg.experiments.report import write_grid_report
-    from napari_kdseg.training.config import LOSS_NAMES
-    from napari_kdseg.training.progress import emit
 
     dataset = discover(args.dataset)
     targets = args.targets or dataset.site_names
@@ -191,8 +189,9 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
     if args.student_epochs is not None:
         student = dataclasses.replace(student, epochs=args.student_epochs)
     if getattr(args, "lambdas", None):
-        weights = dict(zip(LOSS_NAMES, args.lambdas, strict=True))
-        distillation = dataclasses.replace(student.distillation, lambdas=weights)
+        distillation = dataclasses.replace(
+            student.distillation, lambdas=lambdas_from_arguments(args)
+        )
         student = dataclasses.replace(student, distillation=distillation)
     grid = Grid(
         dataset,
@@ -200,7 +199,6 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
         config_from_arguments(args, "unetpp"),
         student,
         PreprocessCache(args.cache_dir),
-        on_event=emit,
         teacher_files=getattr(args, "teacher_file", ()),
         progress_every=args.progress_every,
     )
@@ -216,6 +214,6 @@ def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[C
     if getattr(args, "export_to", None) is not None:
         from napari_kdseg.export.students import export_students
 
-        export_students(results, dataset, args.export_to, on_event=emit)
+        export_students(results, dataset, args.export_to)
     print(paths["table"].read_text())
     return EXIT_OK

@@ -121,8 +121,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
     from napari_kdseg.data.io import read_volume, write_labels
-    from napari_kdseg.data.nifti import is_nifti
-    from napari_kdseg.inference.model import load_model
+    from napari_kdseg.data.layout import is_nifti
+    from napari_kdseg.inference.loading import load_model
     from napari_kdseg.inference.segment import segment
 
     if not is_nifti(args.out):

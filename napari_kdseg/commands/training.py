@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
+from napari_kdseg.distillation import terms
 
 if TYPE_CHECKING:
     from napari_kdseg.data.datasets import Dataset
     from napari_kdseg.training.config import TrainConfig
+    from napari_kdseg.training.run import RunOptions
 
 
 def register(commands: Subcommands) -> None:
@@ -25,12 +27,8 @@ def register(commands: Subcommands) -> None:
     )
     _training_arguments(distill)
     distill.add_argument("--teacher", type=Path, required=True, help="trained teacher .keras")
-    distill.add_argument(
-        "--losses",
-        nargs="+",
-        choices=("logits", "kernel_matrix", "affinity"),
-        default=["logits", "kernel_matrix", "affinity"],
-        help="distillation losses to switch on (default all three, as the paper)",
+    add_losses_argument(
+        distill, "+", "distillation losses to switch on (default the paper's three)"
     )
     add_lambdas_argument(distill)
     distill.set_defaults(run=_distill)
@@ -63,14 +61,33 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_losses_argument(parser: argparse.ArgumentParser, nargs: str, help_text: str) -> None:
+    """``--losses``: the registered distillation terms to switch on."""
+    parser.add_argument(
+        "--losses",
+        nargs=nargs,
+        choices=terms.names(),
+        default=list(terms.PAPER_TERMS),
+        help=help_text,
+    )
+
+
 def add_lambdas_argument(parser: argparse.ArgumentParser) -> None:
+    """``--lambdas``: one weight per registered distillation term, in registration order."""
+    specs = terms.registered()
     parser.add_argument(
         "--lambdas",
-        nargs=3,
+        nargs=len(specs),
         type=float,
-        metavar=("LM", "KMM", "AAM"),
-        help="weights of the logits, kernel-matrix and affinity losses (default 0.2 0.9 0.9)",
+        metavar=tuple(spec.short_name for spec in specs),
+        help=f"weights of the {', '.join(spec.short_name for spec in specs)} losses (default "
+        f"{' '.join(f'{spec.default_weight:g}' for spec in specs)})",
     )
+
+
+def lambdas_from_arguments(args: argparse.Namespace) -> dict[str, float]:
+    """``--lambdas`` by term name."""
+    return dict(zip(terms.names(), args.lambdas, strict=True))
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
@@ -138,48 +155,36 @@ def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[str], Dat
 
 
 def _train(args: argparse.Namespace) -> int:
-    from napari_kdseg.data.cache import PreprocessCache
     from napari_kdseg.training.run import train
 
     config, sites, dataset = _train_config(args)
-    result = train(
-        dataset,
-        sites,
-        config,
-        args.out,
-        PreprocessCache(args.cache_dir),
-        progress_every=args.progress_every,
-        strategy=args.strategy,
-        mixed_precision=args.mixed_precision,
-        overwrite=args.overwrite,
-    )
+    result = train(dataset, sites, config, args.out, _run_options(args))
     return EXIT_STOPPED if result.stopped else EXIT_OK
 
 
 def _distill(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from napari_kdseg.data.cache import PreprocessCache
-    from napari_kdseg.training.config import LOSS_NAMES
     from napari_kdseg.training.run import distill
 
     config, sites, dataset = _train_config(args)
     distillation = config.distillation
     if args.lambdas:
-        weights = dict(zip(LOSS_NAMES, args.lambdas, strict=True))
-        distillation = dataclasses.replace(distillation, lambdas=weights)
+        distillation = dataclasses.replace(distillation, lambdas=lambdas_from_arguments(args))
     distillation = distillation.only(args.losses)
     config = dataclasses.replace(config, distillation=distillation)
-    result = distill(
-        dataset,
-        sites,
-        config,
-        args.teacher,
-        args.out,
-        PreprocessCache(args.cache_dir),
+    result = distill(dataset, sites, config, args.teacher, args.out, _run_options(args))
+    return EXIT_STOPPED if result.stopped else EXIT_OK
+
+
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    from napari_kdseg.data.cache import PreprocessCache
+    from napari_kdseg.training.run import RunOptions
+
+    return RunOptions(
+        cache=PreprocessCache(args.cache_dir),
         progress_every=args.progress_every,
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
         overwrite=args.overwrite,
     )
-    return EXIT_STOPPED if result.stopped else EXIT_OK

@@ -26,6 +26,7 @@ from napari_kdseg.core.atomic import atomic_directory
 from napari_kdseg.core.errors import DataWarning, VolumeError
 from napari_kdseg.data.datasets import Case
 from napari_kdseg.data.io import read_volume
+from napari_kdseg.data.layout import is_metaimage_header
 from napari_kdseg.data.preprocess import (
     PREPROCESS_VERSION,
     Geometry,
@@ -151,7 +152,7 @@ def _load(entry: Path, case: Case) -> PreparedCase:
 
 def _content_files(path: Path) -> list[Path]:
     """The files whose bytes define a volume: a MetaImage header names its raw data file."""
-    if path.suffix.lower() != ".mhd":
+    if not is_metaimage_header(path):
         return [path]
     match = _ELEMENT_DATA_FILE.search(path.read_text(errors="replace"))
     if match is None or match.group("name") == "LOCAL":

@@ -9,12 +9,12 @@ Layouts recognised in a site folder:
   nnU-Net v2 (``case_0000.nii.gz`` channel files; channel 0000 is used).
 
 A root whose sub-folders are sites is a multi-site dataset; a site folder dropped alone is a
-dataset of one site. Discovery only looks at names; :mod:`napari_kdseg.data.survey` opens files.
+dataset of one site. Discovery only looks at names (:mod:`napari_kdseg.data.layout` knows them);
+:mod:`napari_kdseg.data.survey` opens files.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from napari_kdseg.core.errors import DatasetError
-
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha")
-_LABEL_MARK = re.compile(r"^(?P<case>.+)_segmentation$", re.IGNORECASE)
-_NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+from napari_kdseg.data.layout import (
+    MSD_IMAGES,
+    MSD_LABELS,
+    case_stem,
+    is_metaimage,
+    is_volume_file,
+    mask_case,
+    msd_image_case,
+)
 
 
 @dataclass(frozen=True)
@@ -163,23 +168,22 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _scan_site(folder: Path, name: str, problems: list[Problem]) -> Site | None:
-    if (folder / "imagesTr").is_dir():
+    if (folder / MSD_IMAGES).is_dir():
         return _scan_msd(folder, name, problems)
     files = [
         p
         for p in _entries(folder)
-        if p.is_file() and not p.name.startswith(".") and _volume_stem(p) is not None
+        if p.is_file() and not p.name.startswith(".") and is_volume_file(p)
     ]
     if not files:
         return None
     images: dict[str, Path] = {}
     labels: dict[str, Path] = {}
     for path in sorted(files):
-        stem = _volume_stem(path)
-        assert stem is not None
-        marked = _LABEL_MARK.match(stem)
-        target = labels if marked else images
-        case_id = marked.group("case") if marked else stem
+        owner = mask_case(path)
+        target = images if owner is None else labels
+        case_id = owner or case_stem(path)
+        assert case_id is not None
         if case_id in target:
             problems.append(
                 Problem(
@@ -191,25 +195,21 @@ def _scan_site(folder: Path, name: str, problems: list[Problem]) -> Site | None:
             )
             continue
         target[case_id] = path
-    layout = "promise12" if any(p.suffix.lower() in (".mhd", ".mha") for p in files) else "saml"
+    layout = "promise12" if any(is_metaimage(p) for p in files) else "saml"
     return _pair(folder, name, layout, images, labels, problems)
 
 
 def _scan_msd(folder: Path, name: str, problems: list[Problem]) -> Site:
     images: dict[str, Path] = {}
-    for path in sorted(_entries(folder / "imagesTr")):
-        stem = _volume_stem(path)
-        if stem is None or path.name.startswith("."):
-            continue
-        channel = _NNUNET_CHANNEL.match(stem)
-        if channel and channel.group("channel") != "0000":
-            continue  # nnU-Net extra modalities; the T2 channel is 0000
-        images[channel.group("case") if channel else stem] = path
+    for path in sorted(_entries(folder / MSD_IMAGES)):
+        case_id = msd_image_case(path)
+        if case_id is not None and not path.name.startswith("."):
+            images[case_id] = path
     labels: dict[str, Path] = {}
-    label_folder = folder / "labelsTr"
+    label_folder = folder / MSD_LABELS
     if label_folder.is_dir():
         for path in sorted(_entries(label_folder)):
-            stem = _volume_stem(path)
+            stem = case_stem(path)
             if stem is not None and not path.name.startswith("."):
                 labels[stem] = path
     else:
@@ -238,14 +238,6 @@ def _pair(
             Problem(str(labels[case_id]), "mask without image", site=name, case=case_id)
         )
     return Site(name=name, path=folder, layout=layout, cases=tuple(cases))
-
-
-def _volume_stem(path: Path) -> str | None:
-    lower = path.name.lower()
-    for suffix in _IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return None
 
 
 def split_cases(cases: Sequence[Case], fraction: float, seed: int) -> tuple[list[Case], list[Case]]:

@@ -24,6 +24,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from napari_kdseg.core.errors import DicomSeriesError
+from napari_kdseg.data.layout import looks_like_dicom
 from napari_kdseg.data.memory import check_fits_in_memory
 from napari_kdseg.data.volume import Volume, affine_from_lps, check_finite_scan
 
@@ -135,7 +136,7 @@ def _scan_folder(folder: Path) -> _Scan:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         scan.files += 1
         try:
-            if not _is_dicom(path):
+            if not looks_like_dicom(path):
                 scan.not_dicom.append(path)
                 continue
             with warnings.catch_warnings(record=True) as caught:
@@ -178,13 +179,6 @@ def _damage(header: Any, caught: list[warnings.WarningMessage]) -> str | None:
     if "Image Storage" in sop_class and "PixelData" not in header:
         return f"{sop_class} object without image position or pixel data"
     return None
-
-
-def _is_dicom(path: Path) -> bool:
-    """DICOM Part 10 files carry 'DICM' after a 128-byte preamble (raises OSError)."""
-    with path.open("rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
 
 
 def _choose_series(

@@ -10,8 +10,9 @@ import numpy.typing as npt
 
 from napari_kdseg.core.errors import VolumeError
 from napari_kdseg.data.dicom import read_dicom_series
-from napari_kdseg.data.metaimage import is_metaimage, metaimage_geometry, read_metaimage
-from napari_kdseg.data.nifti import is_nifti, nifti_geometry, read_nifti, write_nifti
+from napari_kdseg.data.layout import is_metaimage, is_nifti
+from napari_kdseg.data.metaimage import metaimage_geometry, read_metaimage
+from napari_kdseg.data.nifti import nifti_geometry, read_nifti, write_nifti
 from napari_kdseg.data.volume import Volume
 
 SUPPORTED = "NIfTI (.nii, .nii.gz), MetaImage (.mhd, .mha) or a DICOM series folder"

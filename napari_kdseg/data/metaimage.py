@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from napari_kdseg.core.errors import VolumeError
+from napari_kdseg.data.layout import is_metaimage_header
 from napari_kdseg.data.memory import check_fits_in_memory
 from napari_kdseg.data.volume import (
     Volume,
@@ -24,12 +25,7 @@ from napari_kdseg.data.volume import (
     volume_shape_message,
 )
 
-METAIMAGE_SUFFIXES = (".mhd", ".mha")
 _FIELD = re.compile(r"^\s*(?P<key>\w+)\s*=\s*(?P<value>.*?)\s*$", re.MULTILINE)
-
-
-def is_metaimage(path: str | Path) -> bool:
-    return str(path).lower().endswith(METAIMAGE_SUFFIXES)
 
 
 def read_metaimage_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
@@ -113,7 +109,7 @@ def _information(path: Path) -> sitk.ImageFileReader:
 def _check_data_file(path: Path, expected: int) -> None:
     """Refuse an ``.mhd`` whose uncompressed ``.raw`` file is missing or shorter than its
     header says (SimpleITK's own message for it is a misleading errno)."""
-    if path.suffix.lower() != ".mhd":
+    if not is_metaimage_header(path):
         return
     try:
         fields = {m["key"]: m["value"] for m in _FIELD.finditer(path.read_text(errors="replace"))}

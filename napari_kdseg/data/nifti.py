@@ -23,15 +23,11 @@ import numpy.typing as npt
 
 from napari_kdseg.core.atomic import atomic_path
 from napari_kdseg.core.errors import VolumeError
+from napari_kdseg.data.layout import is_nifti
 from napari_kdseg.data.memory import check_fits_in_memory
 from napari_kdseg.data.volume import Volume, check_finite_scan, integer_labels, volume_shape
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _CHUNK = 1 << 22
-
-
-def is_nifti(path: str | Path) -> bool:
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
 def read_nifti_header(path: str | Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]]:

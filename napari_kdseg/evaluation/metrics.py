@@ -25,8 +25,6 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-_NEIGHBOURS_26 = np.ones((3, 3, 3), dtype=bool)
-
 
 @dataclass(frozen=True)
 class SegmentationScores:
@@ -53,16 +51,20 @@ def dice(prediction: npt.ArrayLike, truth: npt.ArrayLike) -> float:
 
 
 def surface(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Voxels of ``mask`` touching the background (26-connectivity; the border is background)."""
-    return mask & ~ndimage.binary_erosion(mask, _NEIGHBOURS_26, border_value=0)
+    """Voxels of ``mask`` touching the background: full connectivity (26 neighbours in 3D, 8
+    in 2D); the border is background."""
+    neighbours = np.ones((3,) * mask.ndim, dtype=bool)
+    return mask & ~ndimage.binary_erosion(mask, neighbours, border_value=0)
 
 
 def surface_distances(
     prediction: npt.ArrayLike, truth: npt.ArrayLike, spacing: Sequence[float]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Distances (mm) from P's surface voxels to G's surface, and from G's to P's.
+    """Distances (mm) from P's surface voxels to G's surface, and from G's to P's (3D, or 2D
+    contours).
 
-    Both masks must be non-empty and share a grid; ``spacing`` is per array axis.
+    Both masks must be non-empty and share a grid; ``spacing`` is per array axis. The
+    distance transform runs over their joint bounding box.
     """
     prediction, truth = np.asarray(prediction) > 0, np.asarray(truth) > 0
     if prediction.shape != truth.shape:

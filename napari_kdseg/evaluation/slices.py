@@ -18,11 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
-from napari_kdseg.evaluation.metrics import SegmentationScores, dice, score
-
-_NEIGHBOURS_8 = np.ones((3, 3), dtype=bool)
+from napari_kdseg.evaluation.metrics import SegmentationScores, dice, score, surface_distances
 
 #: Columns a table shows, in order: attribute name and header.
 SLICE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -54,27 +51,6 @@ class VolumeComparison:
     spacing: tuple[float, float, float]
 
 
-def surface_2d(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Pixels of a 2D ``mask`` touching the background (8-connectivity; border is background)."""
-    return mask & ~ndimage.binary_erosion(mask, _NEIGHBOURS_8, border_value=0)
-
-
-def surface_distances_2d(
-    prediction: npt.NDArray[np.bool_],
-    truth: npt.NDArray[np.bool_],
-    spacing: Sequence[float],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Distances (mm) from P's contour pixels to G's contour, and from G's to P's (2D).
-
-    Both masks must be non-empty; the distance transform runs over their joint bounding box.
-    """
-    box = ndimage.find_objects((prediction | truth).astype(np.uint8))[0]
-    border_p, border_t = surface_2d(prediction[box]), surface_2d(truth[box])
-    to_truth = ndimage.distance_transform_edt(~border_t, sampling=spacing)
-    to_prediction = ndimage.distance_transform_edt(~border_p, sampling=spacing)
-    return to_truth[border_p], to_prediction[border_t]
-
-
 def score_slice(
     prediction: npt.ArrayLike, truth: npt.ArrayLike, spacing: Sequence[float], index: int = 0
 ) -> SliceScores:
@@ -89,7 +65,7 @@ def score_slice(
         return SliceScores(index, 1.0, 0.0, 0.0, *counts)
     if counts[0] == 0 or counts[1] == 0:
         return SliceScores(index, 0.0, math.nan, math.nan, *counts)
-    forward, backward = surface_distances_2d(prediction, truth, spacing)
+    forward, backward = surface_distances(prediction, truth, spacing)
     pooled = np.concatenate([forward, backward])
     return SliceScores(
         index=index,

@@ -20,21 +20,23 @@ import dataclasses
 import json
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from napari_kdseg.architectures import DISPLAY_NAMES
 from napari_kdseg.core.atomic import atomic_path, versioned_path
+from napari_kdseg.core.events import emit
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.phantom import generate_phantom
+from napari_kdseg.distillation import terms
 from napari_kdseg.evaluation.figures import ContourRow, contour_figure
-from napari_kdseg.experiments.grid import Cell, CellResult, Grid
+from napari_kdseg.experiments.grid import Cell, CellResult, Grid, losses_label
 from napari_kdseg.experiments.report import METRIC_TITLES, markdown_table, table2_rows
-from napari_kdseg.training.config import LOSS_NAMES, TrainConfig, cpu_preset
+from napari_kdseg.training.config import TrainConfig, cpu_preset
 
 
 @dataclass(frozen=True)
@@ -65,18 +67,17 @@ class DemoSettings:
         return [
             Cell(self.target, self.teacher),
             Cell(self.target, self.student),
-            Cell(self.target, self.student, self.teacher, LOSS_NAMES),
+            Cell(self.target, self.student, self.teacher, terms.PAPER_TERMS),
         ]
 
 
 def run_demo(
     out: Path,
     settings: DemoSettings | None = None,
-    on_event: Callable[..., None] | None = None,
 ) -> Path:
-    """Run every stage into ``out`` and return the path of ``report.md``."""
+    """Run every stage into ``out`` and return the path of ``report.md``; progress goes out
+    through :func:`~napari_kdseg.core.events.emit`."""
     settings = settings or DemoSettings()
-    say = on_event or (lambda event, **fields: None)
     timings = _StageTimes(out / "timings.json")
 
     with timings.stage("phantom"):
@@ -86,7 +87,7 @@ def run_demo(
             size=settings.phantom_size,
             seed=settings.seed,
         )
-    say("stage_done", stage="phantom", seconds=timings.seconds["phantom"], path=str(data))
+    emit("stage_done", stage="phantom", seconds=timings.seconds["phantom"], path=str(data))
 
     dataset = discover(data)
     cache = PreprocessCache(out / "cache")
@@ -96,11 +97,10 @@ def run_demo(
         settings.train_config("teacher"),
         settings.train_config("student"),
         cache,
-        on_event=say,
     )
     results = []
     for cell in settings.cells():
-        say("cell", target=cell.target, model=cell.model, variant=cell.variant)
+        emit("cell", target=cell.target, model=cell.model, variant=cell.variant)
         result = grid.run_cell(cell)
         # The cell keeps its own times, so a rerun that reuses it reports the original run.
         timings.record(_cell_label(cell), result.train_seconds + result.evaluate_seconds)
@@ -112,9 +112,9 @@ def run_demo(
         )
     with timings.stage("export student to ONNX"):
         exported = _export(results[2], dataset.cases([settings.target])[0], out)
-    say("artifact", kind="onnx", path=str(exported["path"]))
+    emit("artifact", kind="onnx", path=str(exported["path"]))
     report = _write_report(out, settings, results, timings.seconds, figure, exported)
-    say("report", path=str(report), total_seconds=round(sum(timings.seconds.values()), 1))
+    emit("report", path=str(report), total_seconds=round(sum(timings.seconds.values()), 1))
     return report
 
 
@@ -151,7 +151,7 @@ def _contours(
     students: list[CellResult], cases: list[Any], cache: PreprocessCache, path: Path
 ) -> Path:
     """Every target case, one column per student (w/o, w/), on its source grid."""
-    from napari_kdseg.inference.model import load_model
+    from napari_kdseg.inference.loading import load_model
     from napari_kdseg.inference.segment import segment_prepared
 
     columns = [result.cell.variant for result in students]
@@ -194,6 +194,7 @@ def _write_report(
     teacher, alone, distilled = results
     gain = distilled.summary()["mean"] - alone.summary()["mean"]
     config = settings.train_config("student")
+    losses, lambdas = distilled.cell.losses, config.distillation.lambdas
     lines = [
         "# napari-kdseg demo: distillation on the synthetic multi-site phantom",
         "",
@@ -201,9 +202,8 @@ def _write_report(
         f"and scored on all {alone.summary()['n']} cases of site {settings.target}, which "
         "it never saw. "
         f"Teacher {DISPLAY_NAMES[settings.teacher]}, student {DISPLAY_NAMES[settings.student]}, "
-        "distilled with AAM + KMM + LM (lambdas "
-        f"{config.distillation.lambdas['logits']}, {config.distillation.lambdas['kernel_matrix']}, "
-        f"{config.distillation.lambdas['affinity']}).",
+        f"distilled with {losses_label(losses).removeprefix('+')} (lambdas "
+        f"{', '.join(str(lambdas[name]) for name in losses)}).",
         "",
     ]
     for metric in METRIC_TITLES:

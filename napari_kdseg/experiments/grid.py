@@ -13,24 +13,27 @@ a folder is never silently filled with cells made under different ones.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_kdseg.card import ModelCard, ModelFileError, card_path_for
 from napari_kdseg.core.atomic import atomic_path
 from napari_kdseg.core.errors import DatasetError, report_data_warnings
+from napari_kdseg.core.events import emit
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import Dataset
+from napari_kdseg.distillation import terms
 from napari_kdseg.evaluation.evaluate import Evaluation
-from napari_kdseg.inference.model import ModelFileError, preprocess_from_card, read_keras_card
 from napari_kdseg.models.registry import MODEL_NAMES, STUDENTS, TEACHERS
-from napari_kdseg.training.config import LOSS_NAMES, LOSS_SHORT_NAMES, TrainConfig
+from napari_kdseg.training.config import TrainConfig
 
 # The paper's Table 4 rows, in its order.
-ABLATION_LOSSES: tuple[tuple[str, ...], ...] = (
+_TABLE4_LOSSES: tuple[tuple[str, ...], ...] = (
     ("logits",),
     ("affinity",),
     ("kernel_matrix",),
@@ -41,9 +44,27 @@ ABLATION_LOSSES: tuple[tuple[str, ...], ...] = (
 )
 
 
+def ablation_losses() -> list[tuple[str, ...]]:
+    """The ablation rows: the paper's Table 4, then each combination of the registered terms
+    that holds a term registered beside the paper's, smallest first."""
+    names = terms.names()
+    further = [
+        tuple(sorted(combination))
+        for size in range(1, len(names) + 1)
+        for combination in itertools.combinations(names, size)
+        if not set(combination) <= set(terms.PAPER_TERMS)
+    ]
+    return [*_TABLE4_LOSSES, *further]
+
+
+def _sorted_short_names(losses: Sequence[str]) -> list[str]:
+    short_names = terms.short_names()
+    return sorted(short_names[name] for name in losses)
+
+
 def losses_label(losses: Sequence[str]) -> str:
     """The paper's name for a set of distillation losses, e.g. ``+AAM + KMM + LM``."""
-    return "+" + " + ".join(sorted(LOSS_SHORT_NAMES[name] for name in losses))
+    return "+" + " + ".join(_sorted_short_names(losses))
 
 
 class GridStopped(Exception):
@@ -82,7 +103,7 @@ class Cell:
     def folder(self) -> Path:
         if self.teacher is None:
             return Path(self.target) / self.model
-        short = "-".join(sorted(LOSS_SHORT_NAMES[name] for name in self.losses))
+        short = "-".join(_sorted_short_names(self.losses))
         return Path(self.target) / f"{self.model}-from-{self.teacher}-{short}"
 
     def teacher_cell(self) -> Cell | None:
@@ -126,15 +147,13 @@ def loso_cells(
     targets: Sequence[str],
     teachers: Sequence[str],
     students: Sequence[str],
-    losses: Sequence[str] = LOSS_NAMES,
+    losses: Sequence[str] = terms.PAPER_TERMS,
 ) -> list[Cell]:
     """Table 2: per target, each teacher, each student alone, each student from each teacher
     with ``losses`` (the paper: all three; none trains the students alone). Teachers come
     first: their students need them."""
-    unknown = sorted(set(losses) - set(LOSS_NAMES))
-    if unknown:
-        raise ValueError(f"unknown distillation losses {unknown}; choose from {LOSS_NAMES}")
-    chosen = tuple(name for name in LOSS_NAMES if name in losses)
+    terms.check_names(losses)
+    chosen = tuple(name for name in terms.names() if name in losses)
     cells = []
     for target in targets:
         cells += [Cell(target, teacher) for teacher in teachers]
@@ -150,7 +169,7 @@ def ablation_cells(targets: Sequence[str], teacher: str, student: str) -> list[C
     cells = []
     for target in targets:
         cells += [Cell(target, teacher), Cell(target, student)]
-        cells += [Cell(target, student, teacher, losses) for losses in ABLATION_LOSSES]
+        cells += [Cell(target, student, teacher, losses) for losses in ablation_losses()]
     return cells
 
 
@@ -183,7 +202,8 @@ class Grid:
     distillation losses, which each cell sets (the CPU preset, for one, trains full-width
     students but quarter-width teachers, and students may need more epochs). Both must share
     the preprocessing, since a student learns from its teacher's outputs on the same inputs.
-    Training runs in this process; ``on_event`` receives progress records.
+    Training runs in this process; progress goes out through
+    :func:`~napari_kdseg.core.events.emit`.
     """
 
     def __init__(
@@ -193,7 +213,6 @@ class Grid:
         teacher: TrainConfig,
         student: TrainConfig,
         cache: PreprocessCache | None = None,
-        on_event: Callable[..., None] | None = None,
         teacher_files: Sequence[Path] = (),
         progress_every: int = 10,
     ) -> None:
@@ -205,7 +224,6 @@ class Grid:
         self.dataset, self.out = dataset, out
         self.configs = {"teacher": teacher, "student": student}
         self.cache = cache or PreprocessCache()
-        self.on_event = on_event or (lambda event, **fields: None)
         self.teacher_files = _trained_teachers(teacher_files, student)
         self.progress_every = progress_every
         self._pin_settings()
@@ -256,7 +274,7 @@ class Grid:
         results = []
         with stop_on_signals(StopRequest()) as request:
             for number, cell in enumerate(cells, start=1):
-                self.on_event(
+                emit(
                     "cell",
                     number=number,
                     cells=len(cells),
@@ -277,7 +295,7 @@ class Grid:
         result_path = folder / "result.json"
         if result_path.exists():
             result = CellResult.from_json(json.loads(result_path.read_text()))
-            self.on_event("cell_done", folder=str(folder), skipped=True, **result.summary())
+            emit("cell_done", folder=str(folder), skipped=True, **result.summary())
             return result
         model_path, train_seconds = self._train(cell, folder)
         started = time.perf_counter()
@@ -291,26 +309,25 @@ class Grid:
         )
         with atomic_path(result_path) as tmp:
             tmp.write_text(json.dumps(result.to_json(), indent=2))
-        self.on_event("cell_done", folder=str(folder), skipped=False, **result.summary())
+        emit("cell_done", folder=str(folder), skipped=False, **result.summary())
         return result
 
     def _train(self, cell: Cell, folder: Path) -> tuple[Path, float]:
         """Train the cell's model unless it already finished; returns (model, seconds)."""
-        from napari_kdseg.training.run import distill, train
+        from napari_kdseg.training.run import RunOptions, distill, train
 
         given = self.teacher_files.get(cell.model) if cell.role == "teacher" else None
         if given is not None:
-            return given, float(read_keras_card(given)["training"].get("seconds", 0.0))
+            return given, ModelCard.read_beside(given).training_seconds
         model_path = folder / f"{cell.model}.keras"
-        card_path = folder / f"{cell.model}.json"
-        if model_path.exists() and card_path.exists():
-            card = json.loads(card_path.read_text())
-            return model_path, float(card["training"]["seconds"])
+        if model_path.exists() and card_path_for(model_path).exists():
+            return model_path, ModelCard.read_beside(model_path).training_seconds
         sites = [site for site in self.dataset.site_names if site != cell.target]
         config = self.config_for(cell)
         teacher = cell.teacher_cell()
+        options = RunOptions(self.cache, self.progress_every)
         if teacher is None:
-            result = train(self.dataset, sites, config, folder, self.cache, self.progress_every)
+            result = train(self.dataset, sites, config, folder, options)
         else:
             teacher_path = self.teacher_files.get(teacher.model) or (
                 self.out / teacher.folder / f"{teacher.model}.keras"
@@ -320,23 +337,18 @@ class Grid:
                     f"{teacher_path}: the teacher of {cell.folder} has not been trained; "
                     "list its cell first"
                 )
-            result = distill(
-                self.dataset, sites, config, teacher_path, folder, self.cache, self.progress_every
-            )
+            result = distill(self.dataset, sites, config, teacher_path, folder, options)
         _release_backend_memory()
         if result.stopped or result.model_path is None:
             raise GridStopped(f"{folder}: training stopped; run the same command to resume")
-        card = json.loads(card_path.read_text())
-        return result.model_path, float(card["training"]["seconds"])
+        return result.model_path, ModelCard.read_beside(result.model_path).training_seconds
 
     def _evaluate(self, model_path: Path, target: str) -> Evaluation:
         from napari_kdseg.evaluation.evaluate import evaluate_model
-        from napari_kdseg.inference.model import load_model
+        from napari_kdseg.inference.loading import load_model
 
         model = load_model(model_path)
-        with report_data_warnings(
-            lambda message: self.on_event("warning", site=target, message=message)
-        ):
+        with report_data_warnings(lambda message: emit("warning", site=target, message=message)):
             evaluation = evaluate_model(model, self.dataset, [target], self.cache)
         _release_backend_memory()
         return evaluation
@@ -349,8 +361,8 @@ def _trained_teachers(paths: Sequence[Path], student: TrainConfig) -> dict[str, 
         path = Path(path)
         if path.suffix != ".keras" or not path.is_file():
             raise ModelFileError(path, "expected an existing .keras teacher written by training")
-        card = read_keras_card(path)
-        architecture = card.get("architecture")
+        card = ModelCard.read_beside(path)
+        architecture = card.architecture
         if architecture not in TEACHERS:
             raise ModelFileError(
                 path, f"its card names {architecture!r}, not a teacher ({', '.join(TEACHERS)})"
@@ -359,10 +371,10 @@ def _trained_teachers(paths: Sequence[Path], student: TrainConfig) -> dict[str, 
             raise ModelFileError(
                 path, f"a second {architecture} teacher; give one per architecture"
             )
-        if preprocess_from_card(card, path) != student.preprocess:
+        if card.preprocess != student.preprocess:
             raise ModelFileError(
                 path,
-                f"the teacher was trained on other inputs ({preprocess_from_card(card, path)}) "
+                f"the teacher was trained on other inputs ({card.preprocess}) "
                 f"than the students' ({student.preprocess}); match --size to its card",
             )
         teachers[architecture] = path

@@ -14,7 +14,6 @@ TensorFlow and tf2onnx are imported here only, inside the functions that need th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -28,16 +27,11 @@ import onnx
 import onnxruntime as ort
 
 from napari_kdseg import __version__
+from napari_kdseg.card import CARD_METADATA_KEY, ModelCard, ModelFileError
 from napari_kdseg.core.atomic import atomic_path
-from napari_kdseg.data.preprocess import PreprocessConfig, prepare_volume, stack_context
+from napari_kdseg.data.preprocess import prepare_volume, stack_context
 from napari_kdseg.data.volume import Volume
 from napari_kdseg.export.check import Comparison, ExportError, compare_with_keras
-from napari_kdseg.inference.model import (
-    CARD_METADATA_KEY,
-    ModelFileError,
-    preprocess_from_card,
-    read_keras_card,
-)
 
 #: ONNX opset of exported graphs: opset 17 is the newest tf2onnx 1.17 is tested with and
 #: every ONNX Runtime since 1.13 runs it.
@@ -91,17 +85,16 @@ def export_onnx(
         raise ExportError(out, "already exists; pass --overwrite to replace it")
     if model_path.suffix != ".keras" or not model_path.is_file():
         raise ModelFileError(model_path, "expected an existing .keras model written by training")
-    card = read_keras_card(model_path)
-    preprocess = preprocess_from_card(card, model_path)
+    card = ModelCard.read_beside(model_path)
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
-    network = _load_keras(model_path, preprocess)
+    network = _load_keras(model_path, card)
     model = _convert(network, opset)
     seconds["convert"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    inputs, described = _check_batch(check_inputs, card, preprocess, model_path)
+    inputs, described = _check_batch(check_inputs, card, model_path)
     comparison = compare_with_keras(network, model, inputs, tolerance, model_path, threads)
     seconds["check"] = time.perf_counter() - started
     if not comparison.passed(tolerance):
@@ -113,7 +106,7 @@ def export_onnx(
         "runtimes": f"onnxruntime {ort.__version__} (CPU) against keras {_keras_version()}",
     } | comparison.to_json()
     converter = {"converter": model.producer_version, "opset": opset}
-    _describe(model, card | {"export": converter | {"check": check}})
+    _describe(model, card.with_export(converter | {"check": check}))
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
@@ -142,7 +135,7 @@ def _keras_version() -> str:
     return f"{keras.__version__} ({keras.backend.backend()})"
 
 
-def _load_keras(model_path: Path, preprocess: PreprocessConfig) -> Any:
+def _load_keras(model_path: Path, card: ModelCard) -> Any:
     """The Keras model, checked to take the input its card describes."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -153,13 +146,7 @@ def _load_keras(model_path: Path, preprocess: PreprocessConfig) -> Any:
         network = keras.saving.load_model(model_path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive
         raise ModelFileError(model_path, f"cannot load the Keras model: {error}") from error
-    expected = (preprocess.size, preprocess.size, preprocess.context)
-    if tuple(network.input_shape[1:]) != expected:
-        raise ModelFileError(
-            model_path,
-            f"model input {network.input_shape[1:]} differs from the card's {expected} "
-            "(size, size, context)",
-        )
+    card.check_input_shape(network.input_shape, model_path)
     return network
 
 
@@ -178,38 +165,33 @@ def _convert(network: Any, opset: int) -> onnx.ModelProto:
     return model
 
 
-def _describe(model: onnx.ModelProto, card: dict[str, Any]) -> None:
+def _describe(model: onnx.ModelProto, card: ModelCard) -> None:
     """Name the graph, write a doc string and embed ``card`` in the metadata."""
-    size, channels = card["preprocess"]["size"], card["preprocess"]["context"]
-    classes = ", ".join(card.get("class_names", []))
-    model.graph.name = str(card.get("architecture", "segmentation"))
+    size, _, channels = card.input_shape
+    classes = ", ".join(card.class_names or ())
+    model.graph.name = card.architecture or "segmentation"
     model.doc_string = (
-        f"napari-kdseg {card.get('architecture')} prostate MRI segmentation. Input "
+        f"napari-kdseg {card.architecture} prostate MRI segmentation. Input "
         f"'{INPUT_NAME}': float32 (batch, {size}, {size}, {channels}), {channels} neighbouring "
         f"slices z-scored over the volume; output logits (batch, {size}, {size}, classes: "
         f"{classes}). The model card (JSON) is in metadata_props['{CARD_METADATA_KEY}']."
     )
     del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {CARD_METADATA_KEY: json.dumps(card)})
+    onnx.helper.set_model_props(model, card.to_metadata())
 
 
 def _check_batch(
     check_inputs: Volume | npt.NDArray[np.float32] | None,
-    card: dict[str, Any],
-    preprocess: PreprocessConfig,
+    card: ModelCard,
     where: Path,
 ) -> tuple[npt.NDArray[np.float32], str]:
     """The inputs the check runs on, and a line saying what they are."""
+    preprocess = card.preprocess
     if isinstance(check_inputs, np.ndarray):
-        expected = (preprocess.size, preprocess.size, preprocess.context)
-        if check_inputs.ndim != 4 or check_inputs.shape[1:] != expected:
-            raise ExportError(
-                where,
-                f"check inputs {check_inputs.shape} are not (n, {', '.join(map(str, expected))})",
-            )
+        card.check_input_shape(check_inputs.shape, where, what="check inputs")
         return check_inputs.astype(np.float32), f"{len(check_inputs)} given input(s)"
     if check_inputs is None:
-        scan, described = _phantom_scan(card, preprocess)
+        scan, described = _phantom_scan(card)
     else:
         scan, described = check_inputs, f"scan {check_inputs.source or '<in memory>'}"
     image, _ = prepare_volume(scan, preprocess)
@@ -220,13 +202,13 @@ def _check_batch(
     return np.stack([*slices, noise]).astype(np.float32), described
 
 
-def _phantom_scan(card: dict[str, Any], preprocess: PreprocessConfig) -> tuple[Volume, str]:
+def _phantom_scan(card: ModelCard) -> tuple[Volume, str]:
     """Case 0 of the first training site that is a phantom site (else site A)."""
     from napari_kdseg.data.phantom import SITES, make_case
     from napari_kdseg.data.phantom.generate import MIN_SIZE
 
-    site = next((s for s in card.get("training_sites") or [] if s in SITES), "A")
-    image, _ = make_case(site, 0, size=max(MIN_SIZE, preprocess.size), seed=0)
+    site = next((s for s in card.training_sites or () if s in SITES), "A")
+    image, _ = make_case(site, 0, size=max(MIN_SIZE, card.preprocess.size), seed=0)
     return image, f"phantom site {site} case 0 (the card names no training data at hand)"
 
 

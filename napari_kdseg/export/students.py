@@ -10,11 +10,12 @@ running the grid again does not export it twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from napari_kdseg.core.atomic import atomic_path, free_name
+from napari_kdseg.core.events import emit
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.experiments.grid import CellResult
@@ -25,10 +26,8 @@ def export_students(
     results: Sequence[CellResult],
     dataset: Dataset,
     library: Path,
-    on_event: Callable[..., None] | None = None,
 ) -> list[Path]:
     """Export every student of ``results`` to ``library``; returns the ONNX paths."""
-    say = on_event or (lambda event, **fields: None)
     library.mkdir(parents=True, exist_ok=True)
     paths = []
     for result in results:
@@ -40,7 +39,7 @@ def export_students(
         fields: dict[str, Any] = {"model": cell.model, "variant": cell.variant}
         fields |= {"target": cell.target, "teacher": cell.teacher}
         if previous is not None:
-            say("exported", path=str(previous), skipped=True, **fields)
+            emit("exported", path=str(previous), skipped=True, **fields)
             paths.append(previous)
             continue
         path = free_name(library / f"{cell.folder.name}-unseen-{cell.target}.onnx")
@@ -48,7 +47,7 @@ def export_students(
         report = export_onnx(Path(result.model_path), path, check_inputs=check_scan)
         with atomic_path(record) as tmp:
             tmp.write_text(json.dumps({"path": str(path)}))
-        say(
+        emit(
             "exported",
             path=str(path),
             skipped=False,

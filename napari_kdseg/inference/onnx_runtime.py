@@ -8,19 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from napari_kdseg.inference.model import (
-    CARD_METADATA_KEY,
-    ModelFileError,
-    SegmentationModel,
-    parse_card,
-    preprocess_from_card,
-)
+from napari_kdseg.card import ModelCard, ModelFileError
+from napari_kdseg.inference.model import SegmentationModel
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -77,25 +71,10 @@ def open_session(
     )
 
 
-def read_onnx_card(session: ort.InferenceSession, where: Path | str) -> dict[str, Any]:
+def read_onnx_card(session: ort.InferenceSession, where: Path | str) -> ModelCard:
     """The model card embedded by ``kdseg export``, checked against the graph's input."""
-    metadata = session.get_modelmeta().custom_metadata_map
-    if CARD_METADATA_KEY not in metadata:
-        raise ModelFileError(
-            where,
-            f"ONNX file without a napari-kdseg model card (metadata key {CARD_METADATA_KEY!r}); "
-            "export it with `kdseg export`",
-        )
-    card = parse_card(metadata[CARD_METADATA_KEY], where)
-    preprocess = preprocess_from_card(card, where)
-    shape = session.get_inputs()[0].shape
-    expected = [preprocess.size, preprocess.size, preprocess.context]
-    if len(shape) != 4 or list(shape[1:]) != expected:
-        raise ModelFileError(
-            where,
-            f"graph input {shape} does not match the card's (batch, {expected[0]}, "
-            f"{expected[1]}, {expected[2]})",
-        )
+    card = ModelCard.from_metadata(session.get_modelmeta().custom_metadata_map, where)
+    card.check_input_shape(session.get_inputs()[0].shape, where, what="graph input")
     return card
 
 
@@ -137,4 +116,4 @@ def load_onnx(
         f"{used} thread(s)" if used else "default threads"
     )
     runtime += f", {batch_size} slice(s) per call"
-    return SegmentationModel(path, card, predict, runtime=runtime)
+    return SegmentationModel(path, card.to_json(), predict, runtime=runtime)

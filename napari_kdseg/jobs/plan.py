@@ -1,7 +1,8 @@
 """What the distillation panel asks for, checked, and the ``kdseg loso`` command that does it.
 
-Qt-free and Keras-free: the presets come from :mod:`napari_kdseg.training.config` and the
-model names from :mod:`napari_kdseg.architectures`, neither of which imports Keras.
+Qt-free and Keras-free: the presets come from :mod:`napari_kdseg.training.config`, the
+model names from :mod:`napari_kdseg.architectures` and the distillation terms from
+:mod:`napari_kdseg.distillation.terms`, none of which imports Keras.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from pathlib import Path
 
 from napari_kdseg.architectures import STUDENTS, TEACHERS
 from napari_kdseg.data.datasets import Dataset
+from napari_kdseg.distillation import terms
 from napari_kdseg.jobs.child import python_command
 from napari_kdseg.training import config as training_config
-from napari_kdseg.training.config import LOSS_NAMES, LOSS_SHORT_NAMES, DistillationConfig
-
-DEFAULT_LAMBDAS: tuple[float, ...] = tuple(DistillationConfig().lambdas[n] for n in LOSS_NAMES)
 
 TRAINING_ROLE = "training: teacher + student"
 TARGET_ROLE = "target (unseen)"
@@ -55,6 +54,8 @@ class DistillationSettings:
 
     ``None`` for a number means the preset's value (``width`` then differs for teachers and
     students, as the CPU preset has it). ``teacher_file`` replaces training the teacher.
+    ``lambdas`` has one weight per registered distillation term, in registration order (that
+    of ``--lambdas``); ``losses`` defaults to the paper's terms.
     """
 
     dataset: Path
@@ -63,8 +64,10 @@ class DistillationSettings:
     teacher: str = "unetpp"
     teacher_file: Path | None = None
     student: str = "enet"
-    losses: tuple[str, ...] = LOSS_NAMES
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    losses: tuple[str, ...] = terms.PAPER_TERMS
+    lambdas: tuple[float, ...] = field(
+        default_factory=lambda: tuple(spec.default_weight for spec in terms.registered())
+    )
     preset: str = "cpu"
     epochs: int | None = None
     student_epochs: int | None = None
@@ -237,16 +240,18 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
         errors.append(f"unknown student {settings.student!r}; choose {', '.join(STUDENTS)}")
     if settings.preset not in PRESETS:
         errors.append(f"unknown preset {settings.preset!r}; choose {', '.join(PRESETS)}")
-    unknown = sorted(set(settings.losses) - set(LOSS_NAMES))
-    if unknown:
-        errors.append(f"unknown distillation losses {unknown}; choose from {LOSS_NAMES}")
-    if len(settings.lambdas) != len(LOSS_NAMES):
-        errors.append(f"give one weight per loss ({', '.join(LOSS_SHORT_NAMES.values())})")
+    try:
+        terms.check_names(settings.losses)
+    except ValueError as error:
+        errors.append(str(error))
+    specs = terms.registered()
+    if len(settings.lambdas) != len(specs):
+        errors.append(f"give one weight per loss ({', '.join(s.short_name for s in specs)})")
     else:
-        for name, weight in zip(LOSS_NAMES, settings.lambdas, strict=True):
-            if weight < 0 or (name in settings.losses and weight == 0):
+        for spec, weight in zip(specs, settings.lambdas, strict=True):
+            if weight < 0 or (spec.name in settings.losses and weight == 0):
                 errors.append(
-                    f"the weight of {LOSS_SHORT_NAMES[name]} must be above 0 while the loss is on "
+                    f"the weight of {spec.short_name} must be above 0 while the loss is on "
                     f"(got {weight:g}); switch the loss off instead"
                 )
     if not settings.losses:

@@ -17,17 +17,28 @@ with :math:`\lambda_1, \lambda_2, \lambda_3 = 0.2, 0.9, 0.9` (:data:`PAPER_LAMBD
 - :mod:`~napari_kdseg.losses.affinity`: :math:`L_{AA}`, the Adaptive Affinity Module
   (eqs. 1-4), with its adversarially learned size weights.
 
+Each relation loss also comes as a distillation term (:class:`LogitsTerm`,
+:class:`KernelMatrixTerm`, :class:`AffinityTerm`), the form the Distiller adds up; the
+terms are registered in :mod:`napari_kdseg.distillation.terms`.
+
 Inputs are channels-last: logits ``(batch, H, W, classes)``, features
 ``(batch, h, w, channels)``, labels ``(batch, H, W)`` integers.
 """
 
-from napari_kdseg.losses.affinity import AdaptiveAffinity, affinity_loss, affinity_terms
+from napari_kdseg.distillation.terms import paper_lambdas
+from napari_kdseg.losses.affinity import (
+    AdaptiveAffinity,
+    AffinityTerm,
+    affinity_loss,
+    affinity_terms,
+)
 from napari_kdseg.losses.kernel_matrix import (
     KernelMatrixAdapter,
+    KernelMatrixTerm,
     kernel_matrix,
     kernel_matrix_loss,
 )
-from napari_kdseg.losses.logits import LogitsLoss, logits_kl
+from napari_kdseg.losses.logits import LogitsLoss, LogitsTerm, logits_kl
 from napari_kdseg.losses.segmentation import (
     SegmentationLoss,
     cross_entropy,
@@ -36,13 +47,16 @@ from napari_kdseg.losses.segmentation import (
 )
 
 #: The weights of eq. 8 (paper section 2, "empirically set").
-PAPER_LAMBDAS = {"logits": 0.2, "kernel_matrix": 0.9, "affinity": 0.9}
+PAPER_LAMBDAS = paper_lambdas()
 
 __all__ = [
     "PAPER_LAMBDAS",
     "AdaptiveAffinity",
+    "AffinityTerm",
     "KernelMatrixAdapter",
+    "KernelMatrixTerm",
     "LogitsLoss",
+    "LogitsTerm",
     "SegmentationLoss",
     "affinity_loss",
     "affinity_terms",

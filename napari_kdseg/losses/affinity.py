@@ -59,13 +59,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from keras import ops
 
+from napari_kdseg.distillation.base import DistillationTerm
 from napari_kdseg.losses._tensors import Tensor, check_rank, floating, int_labels
+
+if TYPE_CHECKING:
+    from napari_kdseg.training.config import DistillationConfig
 
 #: AAF's lower clipping bound on probabilities (``bot_epsilon``); the upper one is 1.
 PROBABILITY_FLOOR = 1e-4
@@ -284,3 +288,17 @@ class AdaptiveAffinity(keras.layers.Layer):
             "sizes": list(self.sizes),
             "margin": self.margin,
         }
+
+
+class AffinityTerm(DistillationTerm):
+    """AAM as a distillation term: :class:`AdaptiveAffinity` of the student's logits, pairs
+    split by the teacher's predicted labels (the argmax of its logits)."""
+
+    def __init__(self, config: DistillationConfig, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(config, num_classes, **kwargs)
+        self.affinity = AdaptiveAffinity(
+            num_classes=num_classes, sizes=config.affinity_sizes, margin=config.affinity_margin
+        )
+
+    def call(self, student: dict[str, Tensor], teacher: dict[str, Tensor]) -> Tensor:
+        return self.affinity(student["logits"], ops.argmax(teacher["logits"], axis=-1))

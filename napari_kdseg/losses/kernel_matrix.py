@@ -27,12 +27,16 @@ so is its gradient (KMM needs batches of two or more).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 from keras import layers, ops
 
+from napari_kdseg.distillation.base import DistillationTerm, Shape
 from napari_kdseg.losses._tensors import Tensor, check_rank, check_same_shape, floating
+
+if TYPE_CHECKING:
+    from napari_kdseg.training.config import DistillationConfig
 
 # Rows with a smaller norm are divided by this instead (all-zero features stay zero, finite).
 _NORM_FLOOR = 1e-6
@@ -141,3 +145,29 @@ class KernelMatrixAdapter(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "teacher_channels": self.teacher_channels}
+
+
+class KernelMatrixTerm(DistillationTerm):
+    """KMM as a distillation term: one :class:`KernelMatrixAdapter` per (student tap, teacher
+    tap) pair of ``config.kernel_pairs``, their losses summed."""
+
+    def __init__(self, config: DistillationConfig, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(config, num_classes, **kwargs)
+        self.pairs = tuple(config.kernel_pairs)
+        self.student_taps = tuple(sorted({s for s, _ in self.pairs}))
+        self.teacher_taps = tuple(sorted({t for _, t in self.pairs}))
+        self.adapters: list[KernelMatrixAdapter] = []
+
+    def build(self, student_shapes: dict[str, Shape], teacher_shapes: dict[str, Shape]) -> None:
+        for s, t in self.pairs:
+            adapter = KernelMatrixAdapter(
+                teacher_channels=int(teacher_shapes[t][-1]), name=f"kmm_{s}_to_{t}"
+            )
+            adapter.build(student_shapes[s], teacher_shapes[t])
+            self.adapters.append(adapter)
+
+    def call(self, student: dict[str, Tensor], teacher: dict[str, Tensor]) -> Tensor:
+        return sum(
+            adapter(student[s], teacher[t])
+            for adapter, (s, t) in zip(self.adapters, self.pairs, strict=True)
+        )

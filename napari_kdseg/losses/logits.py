@@ -7,12 +7,16 @@ Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", arXiv:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 from keras import ops
 
+from napari_kdseg.distillation.base import DistillationTerm
 from napari_kdseg.losses._tensors import Tensor, check_rank, check_same_shape, floating
+
+if TYPE_CHECKING:
+    from napari_kdseg.training.config import DistillationConfig
 
 
 def logits_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -85,3 +89,15 @@ class LogitsLoss(keras.losses.Loss):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "temperature": self.temperature}
+
+
+class LogitsTerm(DistillationTerm):
+    """LM as a distillation term: :func:`logits_kl` of the student's logits from the
+    teacher's, at ``config.temperature``."""
+
+    def __init__(self, config: DistillationConfig, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(config, num_classes, **kwargs)
+        self.temperature = config.temperature
+
+    def call(self, student: dict[str, Tensor], teacher: dict[str, Tensor]) -> Tensor:
+        return logits_kl(student["logits"], teacher["logits"], self.temperature)

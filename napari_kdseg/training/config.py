@@ -16,19 +16,18 @@ from typing import Any
 from napari_kdseg.architectures import STUDENTS
 from napari_kdseg.data.augment import AugmentConfig
 from napari_kdseg.data.preprocess import PreprocessConfig
-
-LOSS_NAMES = ("logits", "kernel_matrix", "affinity")
-#: The paper's short names (LM, KMM, AAM), in the order of LOSS_NAMES and ``--lambdas``.
-LOSS_SHORT_NAMES = {"logits": "LM", "kernel_matrix": "KMM", "affinity": "AAM"}
+from napari_kdseg.distillation import terms
 
 
 @dataclass(frozen=True)
 class DistillationConfig:
-    """Which relation losses are on, their weights (eq. 8) and their settings."""
+    """Which distillation terms are on, their weights (eq. 8) and their settings.
 
-    lambdas: dict[str, float] = field(
-        default_factory=lambda: {"logits": 0.2, "kernel_matrix": 0.9, "affinity": 0.9}
-    )
+    ``lambdas`` weighs terms of :mod:`napari_kdseg.distillation.terms` by name; a term is on
+    when its weight is above 0. The default is the paper's three terms and weights.
+    """
+
+    lambdas: dict[str, float] = field(default_factory=terms.paper_lambdas)
     # (student tap, teacher tap) pairs whose Gram matrices KMM matches
     kernel_pairs: tuple[tuple[str, str], ...] = (("encoder", "encoder"),)
     affinity_sizes: tuple[int, ...] = (1, 2, 3)
@@ -36,22 +35,27 @@ class DistillationConfig:
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        unknown = set(self.lambdas) - set(LOSS_NAMES)
-        if unknown:
-            raise ValueError(f"unknown distillation losses {sorted(unknown)}; use {LOSS_NAMES}")
+        terms.check_names(self.lambdas)
         if any(weight < 0 for weight in self.lambdas.values()):
             raise ValueError(f"loss weights must be >= 0, got {self.lambdas}")
 
     @property
     def enabled(self) -> list[str]:
-        return [name for name in LOSS_NAMES if self.lambdas.get(name, 0.0) > 0]
+        """The terms switched on, in registration order."""
+        return [name for name in terms.names() if self.lambdas.get(name, 0.0) > 0]
 
     def only(self, names: list[str] | tuple[str, ...]) -> DistillationConfig:
-        """The same settings with only ``names`` switched on (an ablation cell)."""
-        paper = DistillationConfig().lambdas
+        """The same settings with only ``names`` switched on (an ablation cell), each at its
+        weight here or else its default. The paper's terms and those weighted here stay
+        listed, at 0 when off; other registered terms are left out, as they are opt-in."""
+        terms.check_names(names)
+        listed = {*terms.PAPER_TERMS, *self.lambdas, *names}
         lambdas = {
-            name: self.lambdas.get(name, paper[name]) if name in names else 0.0
-            for name in LOSS_NAMES
+            spec.name: self.lambdas.get(spec.name, spec.default_weight)
+            if spec.name in names
+            else 0.0
+            for spec in terms.registered()
+            if spec.name in listed
         }
         return dataclasses.replace(self, lambdas=lambdas)
 

@@ -1,16 +1,20 @@
 """The Distiller: a frozen teacher teaching a student with the paper's eq. 8.
 
-    Loss_Total = Loss_Seg + lambda1 Loss_Logits + lambda2 Loss_KM + lambda3 Loss_AA
+    Loss_Total = Loss_Seg + sum_k lambda_k Loss_k
+
+over the distillation terms switched on in the configuration (the paper's: lambda1..3 Loss_Logits,
+Loss_KM, Loss_AA; see :mod:`napari_kdseg.distillation.terms` for the registry).
 
 Written as a ``keras.Model`` rather than on ``keras.distillation.Distiller``, because that
 class mixes the student and distillation terms convexly (alpha, 1 - alpha) where eq. 8 adds
 weighted terms, runs the student twice to reach its features, and owns no trainable weights
-besides the student's; here the kernel-matrix adapters (trainable 1x1 convolutions) and the
-adaptive-affinity size weights (learned by gradient ascent) train alongside the student.
+besides the student's; here the terms' own weights (the kernel-matrix adapters, trainable
+1x1 convolutions, and the adaptive-affinity size weights, learned by gradient ascent) train
+alongside the student.
 
-``call`` runs the student once (logits and feature taps) and the teacher once in inference
-mode; ``compute_loss`` adds the terms. Both go through Keras' own ``fit``, so callbacks,
-``tf.distribute`` strategies and the JAX and PyTorch trainers work unchanged.
+``call`` runs the student once (logits and the feature taps the terms read) and the teacher
+once in inference mode; ``compute_loss`` adds the terms. Both go through Keras' own ``fit``,
+so callbacks, ``tf.distribute`` strategies and the JAX and PyTorch trainers work unchanged.
 """
 
 from __future__ import annotations
@@ -20,12 +24,10 @@ from typing import Any
 import keras
 from keras import ops
 
-from napari_kdseg.losses import (
-    AdaptiveAffinity,
-    KernelMatrixAdapter,
-    SegmentationLoss,
-    logits_kl,
-)
+from napari_kdseg.distillation import terms
+from napari_kdseg.distillation.base import DistillationTerm
+from napari_kdseg.distillation.teacher import KerasTeacher, Teacher, batch_image
+from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.losses._tensors import per_sample
 from napari_kdseg.models import with_features
 from napari_kdseg.training.config import DistillationConfig
@@ -33,11 +35,17 @@ from napari_kdseg.training.metrics import ForegroundDice
 
 
 class Distiller(keras.Model):
-    """Trains ``student`` from ground truth and from a frozen ``teacher`` (eq. 8)."""
+    """Trains ``student`` from ground truth and from a frozen ``teacher`` (eq. 8).
+
+    ``teacher`` is a :class:`~napari_kdseg.distillation.teacher.Teacher`, or a Keras model
+    built by :func:`napari_kdseg.models.build_model` (taken as a ``KerasTeacher``). The batch
+    input ``x`` goes to the teacher whole, and to the student as its image (``x`` itself, or
+    ``x["image"]``; see :func:`~napari_kdseg.distillation.teacher.batch_image`).
+    """
 
     def __init__(
         self,
-        teacher: keras.Model,
+        teacher: Teacher | keras.Model,
         student: keras.Model,
         config: DistillationConfig,
         segmentation_loss: SegmentationLoss,
@@ -46,49 +54,54 @@ class Distiller(keras.Model):
         super().__init__(**kwargs)
         self.config = config
         self.segmentation_loss = segmentation_loss
-        self.lambdas = {name: float(config.lambdas.get(name, 0.0)) for name in config.enabled}
-        pairs = config.kernel_pairs if "kernel_matrix" in self.lambdas else ()
-        self.kernel_pairs = tuple(pairs)
-        teacher.trainable = False
-        self.teacher = with_features(teacher, sorted({t for _, t in pairs}))
-        self.student = student
-        self.student_features = with_features(student, sorted({s for s, _ in pairs}))
-        self.adapters = []
-        for s, t in pairs:
-            adapter = KernelMatrixAdapter(
-                teacher_channels=int(self.teacher.output[t].shape[-1]), name=f"kmm_{s}_to_{t}"
+        self.teacher = teacher if isinstance(teacher, Teacher) else KerasTeacher(teacher)
+        num_classes = int(student.output.shape[-1])
+        if self.teacher.num_classes != num_classes:
+            raise ValueError(
+                f"teacher predicts {self.teacher.num_classes} classes, student {num_classes}"
             )
+        self.student = student
+        self.lambdas = {name: float(config.lambdas[name]) for name in config.enabled}
+        self.terms: dict[str, DistillationTerm] = {
+            name: terms.get(name).create(config, num_classes) for name in self.lambdas
+        }
+        for name, term in self.terms.items():
+            self._check_teacher_has(name, term.teacher_taps)
+        self.student_features = with_features(
+            student, sorted({tap for term in self.terms.values() for tap in term.student_taps})
+        )
+        self.teacher_taps = tuple(
+            sorted({tap for term in self.terms.values() for tap in term.teacher_taps})
+        )
+        for term in self.terms.values():
             # Built now, not on first use: an optimizer built before the first step (always
             # under tf.distribute) must already see every trainable variable.
-            adapter.build(self.student_features.output[s].shape, self.teacher.output[t].shape)
-            self.adapters.append(adapter)
-        num_classes = int(student.output.shape[-1])
-        if int(teacher.output.shape[-1]) != num_classes:
-            raise ValueError(
-                f"teacher predicts {teacher.output.shape[-1]} classes, student {num_classes}"
+            term.build(
+                {tap: self.student_features.output[tap].shape for tap in term.student_taps},
+                {tap: self.teacher.feature_taps[tap] for tap in term.teacher_taps},
             )
-        self.affinity = (
-            AdaptiveAffinity(
-                sizes=config.affinity_sizes, margin=config.affinity_margin, num_classes=num_classes
-            )
-            if "affinity" in self.lambdas
-            else None
-        )
         self.trackers = {
-            name: keras.metrics.Mean(name=name) for name in ("loss", "segmentation", *self.lambdas)
+            name: keras.metrics.Mean(name=name) for name in ("loss", "segmentation", *self.terms)
         }
         self.dice = ForegroundDice()
         self._reduce = _PerSampleLoss(name="total")
-        self.built = True  # every variable exists: the networks are built, the adapters above
+        self.built = True  # every variable exists: the networks are built, the terms above
+
+    def _check_teacher_has(self, name: str, taps: tuple[str, ...]) -> None:
+        missing = [tap for tap in taps if tap not in self.teacher.feature_taps]
+        if missing:
+            short = terms.get(name).short_name
+            has = ", ".join(self.teacher.feature_taps) or "none: it gives logits only"
+            raise ValueError(
+                f"{short} needs the teacher's features at {', '.join(missing)}, which teacher "
+                f"{self.teacher.name!r} does not give (its feature taps: {has}); switch {short} "
+                "off or use a teacher with those features"
+            )
 
     def call(self, inputs: Any, training: bool = False) -> dict[str, Any]:
-        student = self.student_features(inputs, training=training)
-        teacher = self.teacher(inputs, training=False)
-        outputs = {"logits": student["logits"], "teacher_logits": teacher["logits"]}
-        for s, t in self.kernel_pairs:
-            outputs[f"student/{s}"] = student[s]
-            outputs[f"teacher/{t}"] = teacher[t]
-        return outputs
+        student = self.student_features(batch_image(inputs), training=training)
+        teacher = self.teacher.outputs(inputs, self.teacher_taps)
+        return {"logits": student["logits"], "student": student, "teacher": teacher}
 
     def compute_loss(
         self,
@@ -100,31 +113,21 @@ class Distiller(keras.Model):
     ) -> Any:
         if y_pred is None:
             y_pred = self(x, training=training)
-        student_logits = y_pred["logits"]
-        teacher_logits = ops.stop_gradient(y_pred["teacher_logits"])
-        terms = {"segmentation": self.segmentation_loss.batch_loss(y, student_logits)}
-        if "logits" in self.lambdas:
-            terms["logits"] = logits_kl(student_logits, teacher_logits, self.config.temperature)
-        if "kernel_matrix" in self.lambdas:
-            terms["kernel_matrix"] = sum(
-                adapter(y_pred[f"student/{s}"], ops.stop_gradient(y_pred[f"teacher/{t}"]))
-                for adapter, (s, t) in zip(self.adapters, self.kernel_pairs, strict=True)
-            )
-        if self.affinity is not None:
-            teacher_labels = ops.argmax(teacher_logits, axis=-1)
-            terms["affinity"] = self.affinity(student_logits, teacher_labels)
-        total = terms["segmentation"]
-        for name, weight in self.lambdas.items():
-            total = total + weight * terms[name]
+        student, teacher = y_pred["student"], y_pred["teacher"]
+        values = {"segmentation": self.segmentation_loss.batch_loss(y, student["logits"])}
+        total = values["segmentation"]
+        for name, term in self.terms.items():
+            values[name] = term(student, teacher)
+            total = total + self.lambdas[name] * values[name]
         if self.losses:
             total = total + ops.sum(self.losses)
         self.trackers["loss"].update_state(total)
-        for name, value in terms.items():
+        for name, value in values.items():
             self.trackers[name].update_state(value)
-        self.dice.update_state(y, student_logits)
+        self.dice.update_state(y, student["logits"])
         # Reduced as Keras reduces its own losses, so that under tf.distribute each replica
         # contributes its share of the summed gradients (see per_sample).
-        total = per_sample(total, student_logits)
+        total = per_sample(total, student["logits"])
         return self._reduce(total, total)
 
     @property

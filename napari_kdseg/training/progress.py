@@ -1,50 +1,19 @@
 """Training progress as one JSON object per line, for the napari panel and for scripts.
 
 Events: ``start`` (steps per epoch, epochs, device), ``step`` (every ``every`` steps: epoch,
-step, running losses, learning rate, ETA), ``epoch`` (training and validation metrics, ETA),
-``artifact`` (a file written) and ``done``. Every line is flushed at once so a parent process
-reading the pipe sees progress live. In a multi-worker run only the chief streams events.
+step, running losses, learning rate, ETA), ``epoch`` (training and validation metrics, ETA);
+training itself adds ``artifact`` (a file written) and ``done``. They go out through
+:func:`napari_kdseg.core.events.emit`, like every other stage's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
 import time
-from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import keras
 
-
-def emit(event: str, stream: TextIO | None = None, **fields: Any) -> None:
-    """Write one progress event as a JSON line (nothing while :func:`muted`)."""
-    if _muted:
-        return
-    record = {"event": event, "time": round(time.time(), 3), **fields}
-    print(json.dumps(record, default=_plain), file=stream or sys.stdout, flush=True)
-
-
-_muted = False
-
-
-@contextlib.contextmanager
-def muted(enabled: bool = True) -> Iterator[None]:
-    """Silence :func:`emit` while inside: a multi-worker run streams from its chief only."""
-    global _muted
-    previous, _muted = _muted, _muted or enabled
-    try:
-        yield
-    finally:
-        _muted = previous
-
-
-def _plain(value: Any) -> Any:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
+from napari_kdseg.core.events import emit
 
 
 class JsonLinesProgress(keras.callbacks.Callback):
@@ -55,7 +24,6 @@ class JsonLinesProgress(keras.callbacks.Callback):
         steps_per_epoch: int,
         epochs: int,
         every: int = 10,
-        stream: TextIO | None = None,
         initial_epoch: int = 0,
         placement: dict[str, Any] | None = None,
     ) -> None:
@@ -65,7 +33,6 @@ class JsonLinesProgress(keras.callbacks.Callback):
         self.epochs = epochs
         self.initial_epoch = initial_epoch
         self.every = max(1, every)
-        self.stream = stream
         self._started = 0.0
         self._epoch = 0
         self._done_steps = 0
@@ -74,7 +41,6 @@ class JsonLinesProgress(keras.callbacks.Callback):
         self._started = time.perf_counter()
         emit(
             "start",
-            self.stream,
             epochs=self.epochs,
             steps_per_epoch=self.steps_per_epoch,
             initial_epoch=self.initial_epoch,
@@ -91,7 +57,6 @@ class JsonLinesProgress(keras.callbacks.Callback):
         if (batch + 1) % self.every == 0 or batch + 1 == self.steps_per_epoch:
             emit(
                 "step",
-                self.stream,
                 epoch=self._epoch + 1,
                 step=batch + 1,
                 steps=self.steps_per_epoch,
@@ -103,7 +68,6 @@ class JsonLinesProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         emit(
             "epoch",
-            self.stream,
             epoch=epoch + 1,
             epochs=self.epochs,
             eta_s=self._eta(),

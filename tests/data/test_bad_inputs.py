@@ -77,9 +77,9 @@ def segment(
 
     The model is never used (the input is refused first), so a stand-in is loaded.
     """
-    import napari_kdseg.inference.model
+    import napari_kdseg.inference.loading
 
-    monkeypatch.setattr(napari_kdseg.inference.model, "load_model", lambda *_, **__: object())
+    monkeypatch.setattr(napari_kdseg.inference.loading, "load_model", lambda *_, **__: object())
     model = tmp_path / "model.onnx"
     model.write_bytes(b"stand-in")
 

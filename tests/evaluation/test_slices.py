@@ -13,7 +13,6 @@ from napari_kdseg.evaluation.slices import (
     score_slice,
     slice_scores,
     sort_slices,
-    surface_2d,
     worst_first,
 )
 
@@ -24,8 +23,8 @@ def square(shape: tuple[int, int], top: int, left: int, side: int) -> np.ndarray
     return mask
 
 
-def test_surface_of_a_square_is_its_ring() -> None:
-    ring = surface_2d(square((8, 8), 2, 2, 4).astype(bool))
+def test_surface_of_a_2d_square_is_its_ring() -> None:
+    ring = metrics.surface(square((8, 8), 2, 2, 4).astype(bool))
     assert ring.sum() == 12  # 16 pixels minus the 2 x 2 interior
     assert not ring[3:5, 3:5].any()
 

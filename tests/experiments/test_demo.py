@@ -11,13 +11,14 @@ import dataclasses
 import json
 import os
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from napari_kdseg.card import ModelFileError
 from napari_kdseg.cli import main
+from napari_kdseg.core.events import Event, captured, sent_to
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.preprocess import PreprocessConfig
@@ -25,7 +26,6 @@ from napari_kdseg.experiments.demo import DemoSettings, run_demo
 from napari_kdseg.experiments.grid import Cell, Grid, GridStopped
 from napari_kdseg.experiments.report import write_grid_report
 from napari_kdseg.export.students import export_students
-from napari_kdseg.inference.model import ModelFileError
 from napari_kdseg.inference.onnx_runtime import load_onnx
 from napari_kdseg.training.config import TrainConfig
 
@@ -56,12 +56,14 @@ class FinishedDemo:
 @pytest.fixture(scope="module")
 def finished_demo(tmp_path_factory: pytest.TempPathFactory) -> FinishedDemo:
     root = tmp_path_factory.mktemp("demo")
-    events: list[str] = []
-    report = run_demo(root, SETTINGS, on_event=lambda event, **_: events.append(event))
+    with captured() as events:
+        report = run_demo(root, SETTINGS)
     text = report.read_text()
-    rerun_events: list[str] = []
-    rerun = run_demo(root, SETTINGS, on_event=lambda event, **_: rerun_events.append(event))
-    return FinishedDemo(root, report, text, events, rerun, rerun_events)
+    with captured() as rerun_events:
+        rerun = run_demo(root, SETTINGS)
+    names = [event["event"] for event in events]
+    rerun_names = [event["event"] for event in rerun_events]
+    return FinishedDemo(root, report, text, names, rerun, rerun_names)
 
 
 def test_demo_writes_an_honest_report(finished_demo: FinishedDemo) -> None:
@@ -104,9 +106,9 @@ class FinishedGrid:
     cells: list[Cell]
     results: list
 
-    def reopen(self, on_event: Callable[..., None] | None = None) -> Grid:
+    def reopen(self) -> Grid:
         """The same grid folder and settings, as a rerun of the command would open them."""
-        return Grid(discover(self.data), self.out, self.teacher, self.student, self.cache, on_event)
+        return Grid(discover(self.data), self.out, self.teacher, self.student, self.cache)
 
 
 @pytest.fixture(scope="module")
@@ -140,25 +142,19 @@ def test_grid_trains_scores_and_reports(finished_grid: FinishedGrid) -> None:
     assert not list((finished_grid.root / "report").glob("*-2.*"))
 
 
-def _training_starts(capsys: pytest.CaptureFixture[str]) -> int:
-    """How many trainings began, from the JSON-lines progress they print."""
-    lines = capsys.readouterr().out.splitlines()
-    return sum(json.loads(line)["event"] == "start" for line in lines if line[:1] == "{")
-
-
 def test_running_again_skips_finished_cells_and_only_scores_unscored_ones(
-    finished_grid: FinishedGrid, capsys: pytest.CaptureFixture[str]
+    finished_grid: FinishedGrid,
 ) -> None:
-    events: list[tuple[str, dict]] = []
-    grid = finished_grid.reopen(on_event=lambda event, **fields: events.append((event, fields)))
+    grid = finished_grid.reopen()
     results = finished_grid.results
     student = finished_grid.out / results[1].cell.folder
     (student / "result.json").unlink()  # as if the process died after training, before scoring
     model_time = (student / "enet.keras").stat().st_mtime_ns
-    again = grid.run(finished_grid.cells)
-    done = [fields for event, fields in events if event == "cell_done"]
+    with captured() as events:
+        again = grid.run(finished_grid.cells)
+    done = [event for event in events if event["event"] == "cell_done"]
     assert [d["skipped"] for d in done] == [True, False, True]
-    assert _training_starts(capsys) == 0  # nothing was trained
+    assert not [event for event in events if event["event"] == "start"]  # nothing was trained
     assert (student / "enet.keras").stat().st_mtime_ns == model_time
     assert again[1].summary() == results[1].summary()
 
@@ -198,8 +194,8 @@ def test_students_export_once_to_the_library_and_never_replace_a_file(
 ) -> None:
     results, data = finished_grid.results, discover(finished_grid.data)
     library = finished_grid.root / "library"
-    events: list[tuple[str, dict]] = []
-    paths = export_students(results, data, library, lambda e, **f: events.append(f))
+    with captured() as events:
+        paths = export_students(results, data, library)
     assert [p.name for p in paths] == [
         "enet-unseen-B.onnx",
         "enet-from-unetpp-AAM-KMM-LM-unseen-B.onnx",
@@ -265,14 +261,17 @@ def test_a_stop_between_trainings_ends_the_grid_after_the_current_cell(
     done: list[str] = []
     before = signal.getsignal(signal.SIGTERM)
 
-    def on_event(event: str, **fields: object) -> None:
-        if event == "cell_done":
-            done.append(str(fields["folder"]))
+    def cancel_after_first_cell(event: Event) -> None:
+        if event["event"] == "cell_done":
+            done.append(str(event["folder"]))
             if len(done) == 1:
                 os.kill(os.getpid(), signal.SIGTERM)  # the panel's Cancel
 
-    grid = finished_grid.reopen(on_event)
-    with pytest.raises(GridStopped, match=r"stopped after B/unetpp; run the same command"):
+    grid = finished_grid.reopen()
+    with (
+        sent_to(cancel_after_first_cell),
+        pytest.raises(GridStopped, match=r"stopped after B/unetpp; run the same command"),
+    ):
         grid.run(finished_grid.cells)
     assert len(done) == 1
     assert signal.getsignal(signal.SIGTERM) == before  # the grid's handler is put back

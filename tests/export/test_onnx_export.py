@@ -18,10 +18,11 @@ import numpy as np
 import onnx
 import pytest
 
+from napari_kdseg.card import CARD_METADATA_KEY
 from napari_kdseg.cli import main
 from napari_kdseg.export import ExportError, ExportReport, export_onnx, onnx_export
 from napari_kdseg.export.check import Comparison
-from napari_kdseg.inference.model import CARD_METADATA_KEY, load_model
+from napari_kdseg.inference.loading import load_model
 from napari_kdseg.models import MODEL_NAMES, build_model
 
 pytestmark = pytest.mark.slow  # trains or exports models: scheduled first (conftest)

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from napari_kdseg.inference.model import CARD_METADATA_KEY
+from napari_kdseg.card import CARD_METADATA_KEY
 
 #: Model grid of the stand-in models (the phantom layers of the tests use the same size).
 TOY_SIZE = 64

@@ -19,12 +19,13 @@ import pytest
 import SimpleITK as sitk
 from onnx import TensorProto, helper
 
+from napari_kdseg.card import CARD_METADATA_KEY, ModelFileError
 from napari_kdseg.cli import main
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.nifti import write_nifti
 from napari_kdseg.data.phantom import make_case
 from napari_kdseg.inference import onnx_runtime
-from napari_kdseg.inference.model import CARD_METADATA_KEY, ModelFileError, load_model
+from napari_kdseg.inference.loading import load_model
 from napari_kdseg.inference.onnx_runtime import CPU, CUDA, default_providers, load_onnx
 
 SIZE = 32

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_kdseg.card import ModelFileError
 from napari_kdseg.data.volume import Volume
 from napari_kdseg.evaluation.metrics import dice
-from napari_kdseg.inference.model import ModelFileError, SegmentationModel, load_model
+from napari_kdseg.inference.loading import load_model
+from napari_kdseg.inference.model import SegmentationModel
 from napari_kdseg.inference.segment import segment
 
 CARD = {

@@ -14,13 +14,14 @@ import keras
 import numpy as np
 import pytest
 
+from napari_kdseg.card import ModelFileError
 from napari_kdseg.data.augment import AugmentConfig
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.data.preprocess import PreprocessConfig
 from napari_kdseg.training.config import TrainConfig
-from napari_kdseg.training.run import FinishedModelError, distill, train
+from napari_kdseg.training.run import FinishedModelError, RunOptions, distill, train
 
 pytestmark = pytest.mark.slow  # trains or exports models: scheduled first (conftest)
 
@@ -46,7 +47,8 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def teacher(phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("teacher")
     config = TrainConfig(**{**TINY.__dict__, "model": "unetpp"})
-    result = train(discover(phantom), ["A", "B"], config, out, PreprocessCache(out / "cache"))
+    options = RunOptions(PreprocessCache(out / "cache"))
+    result = train(discover(phantom), ["A", "B"], config, out, options)
     return result.model_path
 
 
@@ -76,9 +78,8 @@ def test_teacher_run_writes_model_card_and_logs(teacher: Path) -> None:
 def test_distilled_student_with_all_losses(
     phantom: Path, teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = distill(
-        discover(phantom), ["A", "B"], TINY, teacher, tmp_path, PreprocessCache(tmp_path / "c")
-    )
+    options = RunOptions(PreprocessCache(tmp_path / "c"))
+    result = distill(discover(phantom), ["A", "B"], TINY, teacher, tmp_path, options)
     student = keras.saving.load_model(result.model_path, compile=False)
     assert student.name == "enet"
     assert student.count_params() < 10_000, "the student is saved alone, without the teacher"
@@ -158,7 +159,9 @@ def test_a_finished_model_is_replaced_only_when_asked(phantom: Path, teacher: Pa
 
 def test_teacher_grid_mismatch_is_explained(phantom: Path, teacher: Path, tmp_path: Path) -> None:
     config = TrainConfig(**{**TINY.__dict__, "preprocess": PreprocessConfig(size=48, context=3)})
-    with pytest.raises(ValueError, match=r"teacher takes inputs \(32, 32, 3\)"):
+    with pytest.raises(
+        ModelFileError, match=r"teacher input \(None, 32, 32, 3\) does not match the card's"
+    ):
         distill(discover(phantom), ["A"], config, teacher, tmp_path)
 
 

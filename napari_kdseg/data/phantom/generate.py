@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_kdseg.core.atomic import atomic_directory
 from napari_kdseg.core.errors import DatasetError
+from napari_kdseg.data.layout import MASK_MARK
 from napari_kdseg.data.nifti import write_nifti
 from napari_kdseg.data.phantom.acquisition import ImagedCase, acquire, plan_scan
 from napari_kdseg.data.phantom.anatomy import sample_pelvis
@@ -130,7 +131,7 @@ def generate_phantom(
                 write_nifti(
                     image, folder / site / f"{name}.nii.gz", protocol.vendor_scale.stored_dtype
                 )
-                write_nifti(label, folder / site / f"{name}_segmentation.nii.gz", np.uint8)
+                write_nifti(label, folder / site / f"{name}{MASK_MARK}.nii.gz", np.uint8)
                 spacing = image.spacing
                 voxel_cc = float(np.prod(spacing)) / 1000.0
                 cases[site].append(
