@@ -1,20 +1,12 @@
-"""Saving, training, mixed precision and other Keras backends."""
+"""Saving, training and mixed precision (other Keras backends: tests/backends)."""
 
 from __future__ import annotations
-
-import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 from napari_kdseg.models import MODEL_NAMES, feature_taps
-
-OTHER_BACKENDS = [name for name in ("jax", "torch") if importlib.util.find_spec(name)]
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -78,39 +70,5 @@ def test_logits_are_float32_under_mixed_precision(tiny, name):
     assert np.isfinite(keras.ops.convert_to_numpy(logits)).all()
 
 
-_FORWARD_ON_BACKEND = """
-import sys
-import keras, numpy as np
-import napari_kdseg.models  # registers the custom layers
-model = keras.saving.load_model(sys.argv[1])
-images = np.load(sys.argv[2])
-np.save(sys.argv[3], keras.ops.convert_to_numpy(model(images, training=False)))
-"""
-
-
-@pytest.mark.skipif(not OTHER_BACKENDS, reason="neither JAX nor PyTorch is installed")
-@pytest.mark.parametrize("backend", OTHER_BACKENDS)
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_other_backends_compute_the_same_logits(tiny, tmp_path, backend, name):
-    model = tiny.model(name)
-    images = tiny.images()
-    model.save(tmp_path / "model.keras")
-    np.save(tmp_path / "images.npy", images)
-    environment = {**os.environ, "KERAS_BACKEND": backend}
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _FORWARD_ON_BACKEND,
-            *(str(tmp_path / file) for file in ("model.keras", "images.npy", "logits.npy")),
-        ],
-        check=True,
-        env=environment,
-        cwd=Path(__file__).parents[2],
-    )
-    np.testing.assert_allclose(
-        np.load(tmp_path / "logits.npy"),
-        keras.ops.convert_to_numpy(model(images, training=False)),
-        rtol=1e-4,
-        atol=1e-4,
-    )
+# Other Keras backends (JAX, PyTorch): tests/backends/test_backend_parity.py, which checks the
+# logits, a training step and a distillation step of every architecture on each of them.
