@@ -25,6 +25,13 @@ def register(commands: Subcommands) -> None:
     demo.add_argument("--student-epochs", type=int)
     demo.add_argument("--grid-size", type=int, help="model grid")
     demo.add_argument("--seed", type=int)
+    demo.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train every model once per seed and give the gain's interval over seeds and "
+        "cases (each seed adds a whole run's time)",
+    )
     demo.set_defaults(run=_demo)
 
 
@@ -39,6 +46,8 @@ def _demo(args: argparse.Namespace) -> int:
         for field in dataclasses.fields(DemoSettings)
         if getattr(args, field.name, None) is not None
     }
+    if "seeds" in chosen:
+        chosen["seeds"] = tuple(dict.fromkeys(chosen["seeds"]))
     settings = DemoSettings(**chosen)
     check_models([settings.teacher], [settings.student])
     if settings.target not in SITES:

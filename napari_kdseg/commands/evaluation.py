@@ -93,6 +93,13 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="epochs for the students (default: the same as the teachers)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train every cell once per seed (its teacher with the same seed) and report "
+        "means over seeds and paired gains with 95%% intervals (default: one run, --seed)",
+    )
     add_progress_argument(parser)
     parser.add_argument(
         "--out",
@@ -164,7 +171,10 @@ def _loso(args: argparse.Namespace) -> int:
     teachers = list(dict.fromkeys([*given, *(args.teachers or default)]))
     check_models(teachers, args.students)
     return _run_grid(
-        args, lambda targets: loso_cells(targets, teachers, args.students, args.losses)
+        args,
+        lambda targets: loso_cells(
+            targets, teachers, args.students, args.losses, args.seeds or (None,)
+        ),
     )
 
 
@@ -172,7 +182,10 @@ def _ablate(args: argparse.Namespace) -> int:
     from napari_kdseg.experiments.grid import ablation_cells, check_models
 
     check_models([args.teacher], [args.student])
-    return _run_grid(args, lambda targets: ablation_cells(targets, args.teacher, args.student))
+    return _run_grid(
+        args,
+        lambda targets: ablation_cells(targets, args.teacher, args.student, args.seeds or (None,)),
+    )
 
 
 def _run_grid(args: argparse.Namespace, make_cells: Callable[[list[str]], list[Cell]]) -> int:

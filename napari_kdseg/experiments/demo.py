@@ -35,7 +35,13 @@ from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.distillation import terms
 from napari_kdseg.evaluation.figures import ContourRow, contour_figure
 from napari_kdseg.experiments.grid import Cell, CellResult, Grid, losses_label
-from napari_kdseg.experiments.report import METRIC_TITLES, markdown_table, table2_rows
+from napari_kdseg.experiments.report import (
+    METRIC_TITLES,
+    gain_rows,
+    markdown_table,
+    table2_rows,
+    target_summary,
+)
 from napari_kdseg.training.config import TrainConfig, cpu_preset
 
 
@@ -52,6 +58,8 @@ class DemoSettings:
     teacher_epochs: int = 6
     student_epochs: int = 12
     seed: int = 0
+    #: Several seeds: every model trained once per seed, and the gain's interval over them.
+    seeds: tuple[int, ...] = ()
 
     def train_config(self, role: str) -> TrainConfig:
         """The CPU preset for ``role`` at the demo's grid size and epochs."""
@@ -64,10 +72,15 @@ class DemoSettings:
         )
 
     def cells(self) -> list[Cell]:
+        """Teacher, student alone and distilled student, once per seed."""
         return [
-            Cell(self.target, self.teacher),
-            Cell(self.target, self.student),
-            Cell(self.target, self.student, self.teacher, terms.PAPER_TERMS),
+            cell
+            for seed in (self.seeds or (None,))
+            for cell in (
+                Cell(self.target, self.teacher, seed=seed),
+                Cell(self.target, self.student, seed=seed),
+                Cell(self.target, self.student, self.teacher, terms.PAPER_TERMS, seed=seed),
+            )
         ]
 
 
@@ -106,12 +119,13 @@ def run_demo(
         timings.record(_cell_label(cell), result.train_seconds + result.evaluate_seconds)
         results.append(result)
 
+    first_seed = results[:3]  # the figure, the export and the per-case table show one run
     with timings.stage("figure"):
         figure = _contours(
-            results[1:], dataset.cases([settings.target]), cache, out / "contours.png"
+            first_seed[1:], dataset.cases([settings.target]), cache, out / "contours.png"
         )
     with timings.stage("export student to ONNX"):
-        exported = _export(results[2], dataset.cases([settings.target])[0], out)
+        exported = _export(first_seed[2], dataset.cases([settings.target])[0], out)
     emit("artifact", kind="onnx", path=str(exported["path"]))
     report = _write_report(out, settings, results, timings.seconds, figure, exported)
     emit("report", path=str(report), total_seconds=round(sum(timings.seconds.values()), 1))
@@ -142,9 +156,10 @@ class _StageTimes:
 
 
 def _cell_label(cell: Cell) -> str:
+    seed = "" if cell.seed is None else f" (seed {cell.seed})"
     if cell.role == "teacher":
-        return f"train + evaluate teacher {DISPLAY_NAMES[cell.model]}"
-    return f"train + evaluate student {DISPLAY_NAMES[cell.model]} {cell.variant}"
+        return f"train + evaluate teacher {DISPLAY_NAMES[cell.model]}{seed}"
+    return f"train + evaluate student {DISPLAY_NAMES[cell.model]} {cell.variant}{seed}"
 
 
 def _contours(
@@ -191,40 +206,44 @@ def _write_report(
 ) -> Path:
     targets = [settings.target]
     rows = table2_rows(results)
-    teacher, alone, distilled = results
-    gain = distilled.summary()["mean"] - alone.summary()["mean"]
+    teacher, alone, distilled = (target_summary(row, settings.target, "dice") for _, row in rows)
+    gain = gain_rows(rows, targets)[0][1][settings.target]
+    runs = len(settings.seeds) or 1
+    first_seed = results[:3]
     config = settings.train_config("student")
-    losses, lambdas = distilled.cell.losses, config.distillation.lambdas
+    losses, lambdas = first_seed[2].cell.losses, config.distillation.lambdas
     lines = [
         "# napari-kdseg demo: distillation on the synthetic multi-site phantom",
         "",
         f"Leave one site out: every model is trained on sites other than **{settings.target}** "
-        f"and scored on all {alone.summary()['n']} cases of site {settings.target}, which "
+        f"and scored on all {first_seed[1].summary()['n']} cases of site {settings.target}, which "
         "it never saw. "
         f"Teacher {DISPLAY_NAMES[settings.teacher]}, student {DISPLAY_NAMES[settings.student]}, "
-        f"distilled with {losses_label(losses).removeprefix('+')} (lambdas "
+        f"distilled with {losses_label(first_seed[2].cell.losses).removeprefix('+')} (lambdas "
         f"{', '.join(str(lambdas[name]) for name in losses)}).",
         "",
     ]
     for metric in METRIC_TITLES:
         lines += [markdown_table(rows, targets, metric), ""]
     lines += [
-        f"Distillation changed the student's mean Dice on the unseen site by {gain:+.3f} "
-        f"({alone.summary()['mean']:.3f} without, {distilled.summary()['mean']:.3f} with); "
-        f"the teacher scored {teacher.summary()['mean']:.3f}. This is one small CPU run "
+        "Distillation changed the student's Dice on the unseen site by "
+        f"{gain.sentence() if gain else 'an amount no seed pairs could measure'} "
+        f"({alone['mean']:.3f} without, {distilled['mean']:.3f} with); "
+        f"the teacher scored {teacher['mean']:.3f}. "
+        f"{'This is one small CPU run' if runs == 1 else f'These are {runs} small CPU runs'} "
         f"({settings.teacher_epochs} teacher and {settings.student_epochs} student epochs at "
         f"{settings.grid_size} x {settings.grid_size}, "
         f"{settings.cases_per_site} cases per site): read it as a working pipeline, not as a "
         "reproduction of the paper's numbers.",
         "",
-        "## Per case (Dice)",
+        "## Per case (Dice)" + ("" if runs == 1 else f", seed {settings.seeds[0]}"),
         "",
-        "| case | " + " | ".join(_column(r) for r in results) + " |",
-        "|---" * (len(results) + 1) + "|",
+        "| case | " + " | ".join(_column(r) for r in first_seed) + " |",
+        "|---" * (len(first_seed) + 1) + "|",
     ]
-    cases = [c["case"] for c in alone.evaluation["cases"]]
+    cases = [c["case"] for c in first_seed[1].evaluation["cases"]]
     for index, case in enumerate(cases):
-        values = [f"{r.evaluation['cases'][index]['dice']:.3f}" for r in results]
+        values = [f"{r.evaluation['cases'][index]['dice']:.3f}" for r in first_seed]
         lines.append(f"| {case} | " + " | ".join(values) + " |")
     lines += [
         "",

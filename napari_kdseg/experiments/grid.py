@@ -73,12 +73,18 @@ class GridStopped(Exception):
 
 @dataclass(frozen=True)
 class Cell:
-    """One model trained without ``target`` and scored on it."""
+    """One model trained without ``target`` and scored on it.
+
+    ``seed`` None trains with the grid's configured seed (one run per cell); a number makes
+    the cell one replicate of several, with its own folder, its teacher trained with the same
+    seed.
+    """
 
     target: str
     model: str
     teacher: str | None = None
     losses: tuple[str, ...] = ()
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -101,13 +107,14 @@ class Cell:
 
     @property
     def folder(self) -> Path:
+        base = Path(self.target) if self.seed is None else Path(self.target) / f"seed{self.seed}"
         if self.teacher is None:
-            return Path(self.target) / self.model
+            return base / self.model
         short = "-".join(_sorted_short_names(self.losses))
-        return Path(self.target) / f"{self.model}-from-{self.teacher}-{short}"
+        return base / f"{self.model}-from-{self.teacher}-{short}"
 
     def teacher_cell(self) -> Cell | None:
-        return None if self.teacher is None else Cell(self.target, self.teacher)
+        return None if self.teacher is None else Cell(self.target, self.teacher, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -148,29 +155,45 @@ def loso_cells(
     teachers: Sequence[str],
     students: Sequence[str],
     losses: Sequence[str] = terms.PAPER_TERMS,
+    seeds: Sequence[int | None] = (None,),
 ) -> list[Cell]:
-    """Table 2: per target, each teacher, each student alone, each student from each teacher
-    with ``losses`` (the paper: all three; none trains the students alone). Teachers come
-    first: their students need them."""
+    """Table 2: per target and seed, each teacher, each student alone, each student from each
+    teacher with ``losses`` (the paper: all three; none trains the students alone). Teachers
+    come first: their students need them."""
     terms.check_names(losses)
     chosen = tuple(name for name in terms.names() if name in losses)
     cells = []
     for target in targets:
-        cells += [Cell(target, teacher) for teacher in teachers]
-        for student in students:
-            cells.append(Cell(target, student))
-            if chosen:
-                cells += [Cell(target, student, teacher, chosen) for teacher in teachers]
+        for seed in _unique(seeds):
+            cells += [Cell(target, teacher, seed=seed) for teacher in teachers]
+            for student in students:
+                cells.append(Cell(target, student, seed=seed))
+                if chosen:
+                    cells += [
+                        Cell(target, student, teacher, chosen, seed=seed) for teacher in teachers
+                    ]
     return cells
 
 
-def ablation_cells(targets: Sequence[str], teacher: str, student: str) -> list[Cell]:
-    """Table 4: the teacher, the student alone and the student with every loss combination."""
+def ablation_cells(
+    targets: Sequence[str], teacher: str, student: str, seeds: Sequence[int | None] = (None,)
+) -> list[Cell]:
+    """Table 4: per target and seed, the teacher, the student alone and the student with every
+    loss combination."""
     cells = []
     for target in targets:
-        cells += [Cell(target, teacher), Cell(target, student)]
-        cells += [Cell(target, student, teacher, losses) for losses in ablation_losses()]
+        for seed in _unique(seeds):
+            cells += [Cell(target, teacher, seed=seed), Cell(target, student, seed=seed)]
+            cells += [
+                Cell(target, student, teacher, losses, seed=seed) for losses in ablation_losses()
+            ]
     return cells
+
+
+def _unique(seeds: Sequence[int | None]) -> list[int | None]:
+    if not seeds:
+        raise ValueError("give at least one seed")
+    return list(dict.fromkeys(seeds))
 
 
 def check_models(teachers: Sequence[str], students: Sequence[str]) -> None:
@@ -264,7 +287,8 @@ class Grid:
     def config_for(self, cell: Cell) -> TrainConfig:
         config = self.configs[cell.role]
         distillation = config.distillation.only(cell.losses)
-        return dataclasses.replace(config, model=cell.model, distillation=distillation)
+        seed = config.seed if cell.seed is None else cell.seed
+        return dataclasses.replace(config, model=cell.model, distillation=distillation, seed=seed)
 
     def run(self, cells: Sequence[Cell]) -> list[CellResult]:
         """Run ``cells`` in order. SIGTERM or SIGINT while a cell is scored lets it finish
@@ -282,6 +306,7 @@ class Grid:
                     model=cell.model,
                     variant=cell.variant,
                     teacher=cell.teacher,
+                    seed=cell.seed,
                 )
                 results.append(self.run_cell(cell))
                 if request.requested:

@@ -3,7 +3,10 @@
 Table 2 rows: each teacher (``T1: DeepLabV3+``, ``T2: UNet++``), then per student its
 baseline (``ENet: w/o``) and one ``Tk: w/`` row per teacher it was distilled from.
 Table 4 rows: the teacher, the student alone, then ``+LM`` ... ``+AAM + KMM + LM``.
-Columns are the target sites and their mean. Cells show mean ± std over the target's cases.
+Columns are the target sites and their mean. Cells show mean ± std over the target's cases,
+or, where a cell was trained with several seeds, the mean over seeds of each run's mean ± its
+std over seeds. Every distilled row also gets its gain over the student alone, paired by seed
+and case, with a 95% bootstrap interval (:mod:`napari_kdseg.experiments.statistics`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from napari_kdseg.architectures import DISPLAY_NAMES
 from napari_kdseg.core.atomic import versioned_path
 from napari_kdseg.experiments.grid import CellResult, ablation_losses, losses_label
+from napari_kdseg.experiments.statistics import PairedGain, mean_and_std, paired_gain
 
 METRIC_TITLES = {"dice": "Dice", "hd95": "HD95 (mm)", "asd": "ASD (mm)"}
 # The paper numbers DeepLabV3+ as T1 and UNet++ as T2.
@@ -26,7 +31,7 @@ TEACHER_ORDER = ("deeplabv3plus", "unetpp")
 
 def write_results_csv(results: Sequence[CellResult], path: Path) -> Path:
     """One row per cell: what was trained, how, and its summary metrics on the target."""
-    fields = ["target", "model", "role", "teacher", "variant", "cases"]
+    fields = ["target", "seed", "model", "role", "teacher", "variant", "cases"]
     for metric in METRIC_TITLES:
         fields += [f"{metric}_mean", f"{metric}_std", f"{metric}_undefined"]
     fields += ["train_seconds", "evaluate_seconds", "model_path"]
@@ -37,6 +42,7 @@ def write_results_csv(results: Sequence[CellResult], path: Path) -> Path:
             cell = result.cell
             row: dict[str, object] = {
                 "target": cell.target,
+                "seed": _plain(cell.seed),
                 "model": cell.model,
                 "role": cell.role,
                 "teacher": cell.teacher or "",
@@ -59,7 +65,7 @@ def write_results_csv(results: Sequence[CellResult], path: Path) -> Path:
 
 def write_cases_csv(results: Sequence[CellResult], path: Path) -> Path:
     """One row per (cell, case): the per-case metrics behind every summary."""
-    fields = ["target", "model", "teacher", "variant", "site", "case", *METRIC_TITLES]
+    fields = ["target", "seed", "model", "teacher", "variant", "site", "case", *METRIC_TITLES]
     with versioned_path(path) as written, written.tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -69,6 +75,7 @@ def write_cases_csv(results: Sequence[CellResult], path: Path) -> Path:
                 writer.writerow(
                     {
                         "target": cell.target,
+                        "seed": _plain(cell.seed),
                         "model": cell.model,
                         "teacher": cell.teacher or "",
                         "variant": cell.variant,
@@ -129,6 +136,95 @@ def table4_rows(results: Sequence[CellResult]) -> list[tuple[str, list[CellResul
     return rows
 
 
+def target_summary(cells: Sequence[CellResult], target: str, metric: str) -> dict[str, Any]:
+    """``metric`` of a row's cells on ``target``: one run's mean ± std over the cases, or the
+    mean over seeds of each run's mean ± std over seeds; ``undefined`` counts cases without
+    a value, ``seeds`` the runs."""
+    runs = [r for r in cells if r.cell.target == target]
+    if len(runs) == 1:
+        return runs[0].summary(metric) | {"seeds": 1}
+    means = [r.summary(metric)["mean"] for r in runs]
+    defined = [m for m in means if m is not None]
+    mean, std = mean_and_std(defined) if defined else (None, None)
+    undefined = sum(r.summary(metric)["undefined"] for r in runs)
+    return {"mean": mean, "std": std, "undefined": undefined, "seeds": len(runs)}
+
+
+def gain_rows(
+    rows: list[tuple[str, list[CellResult]]], targets: Sequence[str]
+) -> list[tuple[str, dict[str, PairedGain | None]]]:
+    """For each distilled row, its paired Dice gain over the same student alone on each
+    target and on all of them together (key ``"all"``: every target's cases, paired by seed);
+    None where the two have no seed in common."""
+    gains = []
+    for label, cells in rows:
+        distilled = [r for r in cells if r.cell.losses]
+        if not distilled:
+            continue
+        student = distilled[0].cell.model
+        alone = [
+            r
+            for _, row in rows
+            for r in row
+            if r.cell.model == student and r.cell.role == "student" and not r.cell.losses
+        ]
+        by_target = {target: _paired(distilled, alone, [target]) for target in targets}
+        gains.append((label, by_target | {"all": _paired(distilled, alone, targets)}))
+    return gains
+
+
+def _dice_by_run(results: Sequence[CellResult]) -> dict[tuple[Any, str], dict[Any, float]]:
+    """(seed, target) -> {(site, case): Dice} of each run."""
+    return {
+        (r.cell.seed, r.cell.target): {
+            (case["site"], case["case"]): case["dice"] for case in r.evaluation["cases"]
+        }
+        for r in results
+    }
+
+
+def _paired(
+    distilled: Sequence[CellResult], alone: Sequence[CellResult], targets: Sequence[str]
+) -> PairedGain | None:
+    treated, baseline = _dice_by_run(distilled), _dice_by_run(alone)
+    seeds = sorted(
+        {seed for seed, _ in treated if all((seed, t) in treated for t in targets)}
+        & {seed for seed, _ in baseline if all((seed, t) in baseline for t in targets)},
+        key=lambda seed: -1 if seed is None else seed,
+    )
+    if not seeds:
+        return None
+    # The cases every run scored (a case left out, e.g. for an empty mask, is left out of all).
+    cases = [
+        (target, case)
+        for target in targets
+        for case in sorted(treated[seeds[0], target])
+        if all(case in runs[seed, target] for runs in (treated, baseline) for seed in seeds)
+    ]
+    if not cases:
+        return None
+    with_scores = [[treated[seed, t][case] for t, case in cases] for seed in seeds]
+    without_scores = [[baseline[seed, t][case] for t, case in cases] for seed in seeds]
+    return paired_gain(with_scores, without_scores)
+
+
+def gains_table(
+    gains: list[tuple[str, dict[str, PairedGain | None]]], targets: Sequence[str]
+) -> str:
+    """The paired Dice gains as a markdown table: mean [95% interval] per target and for all."""
+    header = "| Dice gain over w/o | " + " | ".join([*targets, "all targets"]) + " |"
+    lines = [header, "|---" * (len(targets) + 2) + "|"]
+    for label, by_target in gains:
+        texts = []
+        for key in [*targets, "all"]:
+            gain = by_target.get(key)
+            texts.append(
+                "–" if gain is None else f"{gain.mean:+.3f} [{gain.low:+.3f}, {gain.high:+.3f}]"
+            )
+        lines.append(f"| {label} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(
     rows: list[tuple[str, list[CellResult]]], targets: Sequence[str], metric: str = "dice"
 ) -> str:
@@ -137,16 +233,17 @@ def markdown_table(
     header = f"| {METRIC_TITLES[metric]} | " + " | ".join(targets) + " | mean |"
     lines = [header, "|---" * (len(targets) + 2) + "|"]
     for label, cells in rows:
-        by_target = {r.cell.target: r.summary(metric) for r in cells}
         values = []
         texts = []
         for target in targets:
-            summary = by_target.get(target)
-            if summary is None or summary["mean"] is None:
+            summary = target_summary(cells, target, metric)
+            if summary["mean"] is None:
                 texts.append("–")
                 continue
             values.append(summary["mean"])
             text = f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+            if summary["seeds"] > 1:
+                text += f" ({summary['seeds']} seeds)"
             if summary["undefined"]:
                 text += f" ({summary['undefined']} undef.)"
             texts.append(text)
@@ -172,9 +269,9 @@ def plot_rows(
     width = 0.8 / max(len(rows), 1)
     positions = np.arange(len(targets))
     for index, (label, cells) in enumerate(rows):
-        by_target = {r.cell.target: r.summary(metric) for r in cells}
-        means = [_number(by_target.get(t, {}).get("mean")) for t in targets]
-        errors = [_number(by_target.get(t, {}).get("std")) for t in targets]
+        summaries = [target_summary(cells, t, metric) for t in targets]
+        means = [_number(summary["mean"]) for summary in summaries]
+        errors = [_number(summary["std"]) for summary in summaries]
         axes.bar(
             positions + (index - (len(rows) - 1) / 2) * width,
             means,
@@ -222,9 +319,21 @@ def write_grid_report(
         sections += [markdown_table(rows, targets, metric), ""]
     sections.append(
         "Mean ± std over the target site's cases, 3D on the source grid after keeping the "
-        "largest connected component; HD95 and ASD are undefined (undef.) for an empty "
+        "largest connected component (with several seeds: the mean over seeds of each run's "
+        "mean ± std over seeds); HD95 and ASD are undefined (undef.) for an empty "
         "prediction and left out of the mean."
     )
+    gains = gain_rows(rows, targets)
+    if gains:
+        sections += [
+            "",
+            "## Distilled against the student alone",
+            "",
+            gains_table(gains, targets),
+            "",
+            "Mean paired difference in Dice (w/ − w/o, same seed, same case) [95% bootstrap "
+            "interval over seeds x cases; one seed varies only the cases].",
+        ]
     table = out / f"{layout}.md"
     with versioned_path(table) as written:
         written.tmp.write_text("\n".join(sections) + "\n")

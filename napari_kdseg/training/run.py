@@ -113,6 +113,7 @@ def train(
     """
     with strategy_scope(options.strategy, options.mixed_precision) as replicas:
         _refuse_finished_model(out, config.model, options.overwrite)
+        keras.utils.set_random_seed(config.seed)  # before any weight is drawn
         model = _build(config)
         model.compile(
             optimizer=_optimizer(config),
@@ -136,6 +137,7 @@ def distill(
     """
     with strategy_scope(options.strategy, options.mixed_precision) as replicas:
         _refuse_finished_model(out, config.model, options.overwrite)
+        keras.utils.set_random_seed(config.seed)  # before any weight is drawn
         teacher = keras.saving.load_model(teacher_path, compile=False)
         ModelCard(preprocess=config.preprocess).check_input_shape(
             teacher.input_shape, teacher_path, what="teacher input"

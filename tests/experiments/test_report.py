@@ -120,3 +120,42 @@ def test_table4_rows_follow_the_paper_order() -> None:
     ]
     table = markdown_table(table4_rows(results), ["C", "D"], "dice").splitlines()
     assert table[2] == "| Teacher: DeepLabV3+ | 0.500 ± 0.000 | – | – |"
+
+
+def test_seeds_replicate_every_cell_in_its_own_folder_with_its_own_teacher() -> None:
+    cells = loso_cells(["A"], ["unetpp"], ["enet"], seeds=[0, 1, 1])
+    assert [(c.seed, c.variant) for c in cells] == [
+        (0, "teacher"),
+        (0, "w/o"),
+        (0, "+AAM + KMM + LM"),
+        (1, "teacher"),
+        (1, "w/o"),
+        (1, "+AAM + KMM + LM"),
+    ]
+    assert str(cells[5].folder) == "A/seed1/enet-from-unetpp-AAM-KMM-LM"
+    assert cells[5].teacher_cell() == cells[3]
+    assert str(loso_cells(["A"], ["unetpp"], ["enet"])[0].folder) == "A/unetpp"  # as before
+    restored = CellResult.from_json(_result(cells[5], [0.5]).to_json())
+    assert restored.cell == cells[5]
+
+
+def test_seeded_report_gives_means_over_seeds_and_paired_gains(tmp_path: Path) -> None:
+    alone = {0: [0.5, 0.6, 0.7], 1: [0.4, 0.6, 0.8]}
+    gain = {0: [0.1, 0.1, 0.1], 1: [0.2, 0.0, 0.1]}
+    results = []
+    for seed in (0, 1):
+        cells = loso_cells(["B"], ["unetpp"], ["enet"], seeds=[seed])
+        results += [
+            _result(cells[0], [0.9, 0.9, 0.9]),
+            _result(cells[1], alone[seed]),
+            _result(cells[2], [a + g for a, g in zip(alone[seed], gain[seed], strict=True)]),
+        ]
+    paths = write_grid_report(results, ["B"], tmp_path, "table2")
+    table = paths["table"].read_text()
+    # w/o: per-seed means 0.6 and 0.6 -> 0.600 ± 0.000 over 2 seeds
+    assert "| ENet: w/o | 0.600 ± 0.000 (2 seeds) | 0.600 |" in table
+    assert "## Distilled against the student alone" in table
+    row = next(line for line in table.splitlines() if line.startswith("| T2: w/ |") and "[" in line)
+    assert row.startswith("| T2: w/ | +0.100 [")  # the mean of the six paired differences
+    with paths["results"].open() as handle:
+        assert [r["seed"] for r in csv.DictReader(handle)] == ["0", "0", "0", "1", "1", "1"]

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from napari_kdseg.card import ModelFileError
+from napari_kdseg.core.events import Event, captured
 from napari_kdseg.data.augment import AugmentConfig
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.data.preprocess import PreprocessConfig
 from napari_kdseg.training.config import TrainConfig
-from napari_kdseg.training.run import FinishedModelError, RunOptions, distill, train
+from napari_kdseg.training.run import FinishedModelError, RunOptions, RunResult, distill, train
 
 pytestmark = pytest.mark.slow  # trains or exports models: scheduled first (conftest)
 
@@ -75,11 +76,23 @@ def test_teacher_run_writes_model_card_and_logs(teacher: Path) -> None:
     assert {"loss", "dice", "val_loss", "val_dice"} <= set(rows[0])
 
 
+@pytest.fixture(scope="module")
+def distilled(
+    phantom: Path, teacher: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[RunResult, list[Event]]:
+    """A tiny distillation with every loss on, and the events it sent."""
+    out = tmp_path_factory.mktemp("distilled")
+    with captured() as events:
+        result = distill(
+            discover(phantom), ["A", "B"], TINY, teacher, out, RunOptions(PreprocessCache(out))
+        )
+    return result, events
+
+
 def test_distilled_student_with_all_losses(
-    phantom: Path, teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    teacher: Path, distilled: tuple[RunResult, list[Event]]
 ) -> None:
-    options = RunOptions(PreprocessCache(tmp_path / "c"))
-    result = distill(discover(phantom), ["A", "B"], TINY, teacher, tmp_path, options)
+    result, events = distilled
     student = keras.saving.load_model(result.model_path, compile=False)
     assert student.name == "enet"
     assert student.count_params() < 10_000, "the student is saved alone, without the teacher"
@@ -95,13 +108,30 @@ def test_distilled_student_with_all_losses(
         "kernel_matrix": 0.9,
         "affinity": 0.9,
     }
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     kinds = [event["event"] for event in events]
     assert kinds[0] == "start"
     assert kinds[-1] == "done"
     assert kinds.count("epoch") == 2
     epoch = next(e for e in events if e["event"] == "epoch")
     assert {"affinity", "kernel_matrix", "logits", "eta_s", "val_dice"} <= set(epoch)
+
+
+def test_the_same_seed_gives_the_same_student_exactly(
+    phantom: Path, teacher: Path, distilled: tuple[RunResult, list[Event]], tmp_path: Path
+) -> None:
+    """Same command, same seed: the same weights and metrics to the last bit (on the CPU)."""
+    first, _ = distilled
+    with captured():
+        again = distill(
+            discover(phantom), ["A", "B"], TINY, teacher, tmp_path, RunOptions(PreprocessCache())
+        )
+    assert again.history == first.history
+    weights = [
+        keras.saving.load_model(path, compile=False).get_weights()
+        for path in (first.model_path, again.model_path)
+    ]
+    for one, other in zip(*weights, strict=True):
+        np.testing.assert_array_equal(one, other)
 
 
 def test_distill_cli_streams_json_lines(phantom: Path, teacher: Path, tmp_path: Path) -> None:
