@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_kdseg.card import ModelCard
 from napari_kdseg.distillation import terms
 from napari_kdseg.experiments.grid import CellResult
 from napari_kdseg.experiments.report import gain_rows, table2_rows
@@ -80,19 +81,17 @@ def main() -> None:
 
 def _validation_dice(result: CellResult) -> float:
     """Best validation Dice on the training sites' held-out cases (from the model card)."""
-    card = json.loads(Path(result.model_path).with_suffix(".json").read_text())
-    value = card["metrics"]["best_val_dice"]
-    return float("nan") if value is None else float(value)
+    value = ModelCard.read_beside(Path(result.model_path)).best_val_dice
+    return float("nan") if value is None else value
 
 
 def _loss_shares(model_path: Path) -> dict[str, tuple[float, float]]:
     """Share of the total loss of each term (weighted) at the first and the last epoch."""
-    card = json.loads(model_path.with_suffix(".json").read_text())
-    folder = model_path.parent
+    losses = ModelCard.read_beside(model_path).losses or {}
     weights = {"segmentation": 1.0} | {
-        name: float(weight) for name, weight in card["losses"].items() if name != "segmentation"
+        name: float(weight) for name, weight in losses.items() if name != "segmentation"
     }
-    with (folder / "log.csv").open() as handle:
+    with (model_path.parent / "log.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     shares = {}
     for name in ("segmentation", *[spec.name for spec in terms.registered()]):
