@@ -12,6 +12,7 @@ a folder is never silently filled with cells made under different ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -261,7 +262,7 @@ class Grid:
         settings = json.loads(json.dumps(settings))  # tuples become lists, as when read back
         pinned = self.out / "grid.json"
         if pinned.exists():
-            previous = json.loads(pinned.read_text())
+            previous = _with_defaults(json.loads(pinned.read_text()), self.configs)
             if previous != settings:
                 changed = [
                     key
@@ -377,6 +378,18 @@ class Grid:
             evaluation = evaluate_model(model, self.dataset, [target], self.cache)
         _release_backend_memory()
         return evaluation
+
+
+def _with_defaults(pinned: dict[str, Any], roles: dict[str, TrainConfig]) -> dict[str, Any]:
+    """Pinned settings read back through :class:`TrainConfig`, so that a setting added since
+    the folder was made counts at its default (its cells were trained that way) instead of
+    refusing the folder."""
+    normalised = dict(pinned)
+    for role in roles:
+        # unreadable or from a newer version: compared as written, and refused
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            normalised[role] = json.loads(json.dumps(TrainConfig.from_json(pinned[role]).to_json()))
+    return normalised
 
 
 def _trained_teachers(paths: Sequence[Path], student: TrainConfig) -> dict[str, Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,20 @@ class DistillationConfig:
     affinity_sizes: tuple[int, ...] = (1, 2, 3)
     affinity_margin: float = 3.0
     temperature: float = 1.0
+    # Share of the epochs over which the weights grow in linearly, one step per epoch (epoch
+    # e of n trains at (e + 1) / n of them); 0 trains at full weight from the first step.
+    ramp_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         terms.check_names(self.lambdas)
         if any(weight < 0 for weight in self.lambdas.values()):
             raise ValueError(f"loss weights must be >= 0, got {self.lambdas}")
+        if not 0 <= self.ramp_fraction <= 1:
+            raise ValueError(f"ramp_fraction must lie in [0, 1], got {self.ramp_fraction}")
+
+    def ramp_epochs(self, epochs: int) -> int:
+        """Epochs over which the weights ramp in (0: none)."""
+        return math.ceil(self.ramp_fraction * epochs)
 
     @property
     def enabled(self) -> list[str]:

@@ -3,7 +3,9 @@
     Loss_Total = Loss_Seg + sum_k lambda_k Loss_k
 
 over the distillation terms switched on in the configuration (the paper's: lambda1..3 Loss_Logits,
-Loss_KM, Loss_AA; see :mod:`napari_kdseg.distillation.terms` for the registry).
+Loss_KM, Loss_AA; see :mod:`napari_kdseg.distillation.terms` for the registry). Optionally
+(``DistillationConfig.ramp_fraction``, not in the paper) every lambda_k is scaled by a factor
+that grows from 1/n to 1 over the first n epochs (:class:`DistillationRamp`).
 
 Written as a ``keras.Model`` rather than on ``keras.distillation.Distiller``, because that
 class mixes the student and distillation terms convexly (alpha, 1 - alpha) where eq. 8 adds
@@ -80,6 +82,10 @@ class Distiller(keras.Model):
                 {tap: self.student_features.output[tap].shape for tap in term.student_taps},
                 {tap: self.teacher.feature_taps[tap] for tap in term.teacher_taps},
             )
+        # Multiplies every term's weight; DistillationRamp grows it in over the first epochs.
+        self.distillation_scale = keras.Variable(
+            1.0, trainable=False, dtype="float32", name="distillation_scale"
+        )
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in ("loss", "segmentation", *self.terms)
         }
@@ -116,9 +122,10 @@ class Distiller(keras.Model):
         student, teacher = y_pred["student"], y_pred["teacher"]
         values = {"segmentation": self.segmentation_loss.batch_loss(y, student["logits"])}
         total = values["segmentation"]
+        scale = ops.cast(self.distillation_scale, total.dtype)
         for name, term in self.terms.items():
             values[name] = term(student, teacher)
-            total = total + self.lambdas[name] * values[name]
+            total = total + scale * self.lambdas[name] * values[name]
         if self.losses:
             total = total + ops.sum(self.losses)
         self.trackers["loss"].update_state(total)
@@ -133,6 +140,21 @@ class Distiller(keras.Model):
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [*self.trackers.values(), self.dice]
+
+
+class DistillationRamp(keras.callbacks.Callback):
+    """Grows the distillation weights in linearly over the first ``epochs`` epochs: epoch
+    ``e`` (counted from 0, so also after a resume) trains at ``min(1, (e + 1) / epochs)`` of
+    them, which lets the student fit the labels before the teacher's terms weigh fully."""
+
+    def __init__(self, distiller: Distiller, epochs: int) -> None:
+        super().__init__()
+        if epochs < 1:
+            raise ValueError(f"ramp over at least one epoch, got {epochs}")
+        self.distiller, self.epochs = distiller, epochs
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.distiller.distillation_scale.assign(min(1.0, (epoch + 1) / self.epochs))
 
 
 class _PerSampleLoss(keras.losses.Loss):

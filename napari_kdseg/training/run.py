@@ -35,7 +35,7 @@ from napari_kdseg.training.checkpoint import (
     stop_on_signals,
 )
 from napari_kdseg.training.config import TrainConfig
-from napari_kdseg.training.distiller import Distiller
+from napari_kdseg.training.distiller import DistillationRamp, Distiller
 from napari_kdseg.training.distribute import (
     same_on_every_worker,
     strategy_scope,
@@ -147,7 +147,19 @@ def distill(
             teacher, student, config.distillation, SegmentationLoss(kind=config.segmentation_loss)
         )
         distiller.compile(optimizer=_optimizer(config))
-        run = _Run(distiller, student, dataset, sites, config, out, teacher_path, options, replicas)
+        ramp = config.distillation.ramp_epochs(config.epochs)
+        run = _Run(
+            distiller,
+            student,
+            dataset,
+            sites,
+            config,
+            out,
+            teacher_path,
+            options,
+            replicas,
+            (DistillationRamp(distiller, ramp),) if ramp else (),
+        )
         return run.fit()
 
 
@@ -219,6 +231,7 @@ class _Run:
     teacher: Path | None
     options: RunOptions
     replicas: int
+    extra_callbacks: tuple[keras.callbacks.Callback, ...] = ()
 
     def fit(self) -> RunResult:
         _build_optimizer(self.trainer)
@@ -261,6 +274,7 @@ class _Run:
             keep_best.best = resumed.best_val_dice
         # Order matters: the checkpoint is on disk before the "epoch" event announces the epoch.
         callbacks: list[keras.callbacks.Callback] = [
+            *self.extra_callbacks,
             *([keep_best] if keep_best is not None else []),
             checkpoint,
             StopAtStepBoundary(request),

@@ -18,7 +18,7 @@ from napari_kdseg.distillation.terms import TermSpec
 from napari_kdseg.losses import SegmentationLoss, logits_kl
 from napari_kdseg.models import build_model
 from napari_kdseg.training.config import DistillationConfig
-from napari_kdseg.training.distiller import Distiller
+from napari_kdseg.training.distiller import DistillationRamp, Distiller
 
 SHAPE = (32, 32, 3)
 
@@ -146,3 +146,33 @@ def test_teacher_and_student_must_agree_on_classes() -> None:
     teacher = build_model("unetpp", SHAPE, 3, 0.125)
     with pytest.raises(ValueError, match="teacher predicts 3 classes, student 2"):
         Distiller(teacher, _student(), DistillationConfig(), SegmentationLoss())
+
+
+def test_the_ramp_grows_the_terms_in_epoch_by_epoch() -> None:
+    keras.utils.set_random_seed(0)
+    teacher, student = build_model("unetpp", SHAPE, 2, 0.125), _student()
+    config = DistillationConfig(ramp_fraction=0.5).only(["logits"])
+    assert config.ramp_epochs(4) == 2
+    distiller = Distiller(teacher, student, config, SegmentationLoss())
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = _batch()
+    history = distiller.fit(
+        x, y, batch_size=2, epochs=4, verbose=0, callbacks=[DistillationRamp(distiller, 2)]
+    ).history
+    # eq. 8 with lambda scaled by 1/2, then 1, then 1 (ramped in over 2 epochs), per epoch
+    for epoch, scale in enumerate((0.5, 1.0, 1.0, 1.0)):
+        expected = history["segmentation"][epoch] + scale * 0.2 * history["logits"][epoch]
+        assert history["loss"][epoch] == pytest.approx(expected, rel=1e-5)
+    # a resumed run starts at its epoch's weight, not at the ramp's start
+    DistillationRamp(distiller, 4).on_epoch_begin(1)
+    assert float(distiller.distillation_scale) == pytest.approx(0.5)
+
+
+def test_the_ramp_is_a_share_of_the_epochs() -> None:
+    assert DistillationConfig().ramp_epochs(12) == 0
+    assert DistillationConfig(ramp_fraction=0.25).ramp_epochs(12) == 3
+    assert DistillationConfig(ramp_fraction=0.3).ramp_epochs(12) == 4  # whole epochs, up
+    with pytest.raises(ValueError, match="ramp_fraction must lie in"):
+        DistillationConfig(ramp_fraction=1.5)
+    with pytest.raises(ValueError, match="at least one epoch"):
+        DistillationRamp(None, 0)  # type: ignore[arg-type]

@@ -174,6 +174,28 @@ def test_other_settings_in_the_same_folder_are_refused(finished_grid: FinishedGr
         Grid(data, finished_grid.root / "out2", teacher, other)
 
 
+def test_a_setting_added_since_the_folder_was_made_counts_at_its_default(
+    finished_grid: FinishedGrid, tmp_path: Path
+) -> None:
+    data, teacher, student = (
+        discover(finished_grid.data),
+        finished_grid.teacher,
+        finished_grid.student,
+    )
+    out = tmp_path / "older"
+    Grid(data, out, teacher, student)
+    pinned = json.loads((out / "grid.json").read_text())
+    for role in ("teacher", "student"):  # as written before ramp_fraction existed
+        del pinned[role]["distillation"]["ramp_fraction"]
+    (out / "grid.json").write_text(json.dumps(pinned))
+    Grid(data, out, teacher, student)  # accepted: its cells trained without a ramp
+    ramped = dataclasses.replace(
+        student, distillation=dataclasses.replace(student.distillation, ramp_fraction=0.5)
+    )
+    with pytest.raises(ValueError, match=r"\(student distillation differ\)"):
+        Grid(data, out, teacher, ramped)
+
+
 def test_evaluate_command_prints_cases_and_sites(
     finished_grid: FinishedGrid, capsys: pytest.CaptureFixture[str]
 ) -> None:
