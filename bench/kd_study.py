@@ -2,12 +2,15 @@
 the distilled student's gain, the validation Dice of the training sites (the only score that
 may choose settings) and each term's share of the distilled student's loss over training.
 
-Reads a finished ``kdseg loso`` folder (one or more seeds); it trains nothing itself:
+Reads a finished ``kdseg loso`` folder (one or more seeds); it trains nothing itself.
+``--gradients`` also measures each term's share of the gradient norm on the student's weights,
+on one training batch, for a freshly initialised student (the first step) and for the
+trained one (the last):
 
     .venv/bin/kdseg phantom runs/phantom --cases-per-site 4 --size 96
     .venv/bin/kdseg loso runs/phantom --targets F --teachers unetpp --students enet \\
         --size 64 --epochs 6 --student-epochs 12 --seeds 0 1 2 --out runs/study-F
-    .venv/bin/python bench/kd_study.py runs/study-F
+    .venv/bin/python bench/kd_study.py runs/study-F [--gradients]
 """
 
 from __future__ import annotations
@@ -29,10 +32,16 @@ from napari_kdseg.experiments.report import gain_rows, table2_rows
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grid", type=Path, help="a finished kdseg loso folder")
+    parser.add_argument(
+        "--gradients", action="store_true", help="also each term's share of the gradient norm"
+    )
+    parser.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: kdseg's)")
     args = parser.parse_args()
     results = [
         CellResult.from_json(json.loads(path.read_text()))
-        for path in sorted(args.grid.rglob("result.json"))
+        for path in sorted(
+            {*args.grid.glob("*/*/result.json"), *args.grid.glob("*/seed*/*/result.json")}
+        )
     ]
     if not results:
         raise SystemExit(f"{args.grid}: no finished cells (result.json) in this folder")
@@ -77,6 +86,84 @@ def main() -> None:
         shares = _loss_shares(Path(run["w/"].model_path))
         cells = [f"{shares[k][0]:.2f} / {shares[k][1]:.2f}" for k in ("segmentation", *names)]
         print(f"| {target} | {seed} | " + " | ".join(cells) + " |")
+
+    if args.gradients:
+        print("\n## Each term's share of the gradient norm on the student (lambda x term)")
+        print(f"| target | seed | Seg first / last | {header} |")
+        print("|---|---|---|" + "---|" * len(names))
+        for (target, seed), run in sorted(by_run.items(), key=lambda item: str(item[0])):
+            if "w/" not in run:
+                continue
+            shares = _gradient_shares(args.grid, run["w/"], args.cache_dir)
+            cells = [f"{shares[k][0]:.2f} / {shares[k][1]:.2f}" for k in ("segmentation", *names)]
+            print(f"| {target} | {seed} | " + " | ".join(cells) + " |", flush=True)
+
+
+def _gradient_shares(
+    grid: Path, result: CellResult, cache_dir: Path | None
+) -> dict[str, tuple[float, float]]:
+    """Share of the summed gradient norms of each weighted term, for a fresh student (first)
+    and the trained one (last), on the first training batch of the run's own seed."""
+    import dataclasses
+
+    import keras
+    import tensorflow as tf
+
+    from napari_kdseg.data.cache import PreprocessCache
+    from napari_kdseg.data.datasets import discover
+    from napari_kdseg.losses import SegmentationLoss
+    from napari_kdseg.models import build_model
+    from napari_kdseg.training.config import TrainConfig
+    from napari_kdseg.training.distiller import Distiller
+    from napari_kdseg.training.pipeline import SliceDataset
+    from napari_kdseg.training.run import load_split
+
+    pinned = json.loads((grid / "grid.json").read_text())
+    cell = result.cell
+    config = TrainConfig.from_json(pinned["student"])
+    config = dataclasses.replace(
+        config,
+        model=cell.model,
+        seed=config.seed if cell.seed is None else cell.seed,
+        distillation=config.distillation.only(cell.losses),
+    )
+    card = ModelCard.read_beside(Path(result.model_path))
+    cases, _ = load_split(
+        discover(pinned["dataset"]), list(card.training_sites or ()), config,
+        PreprocessCache(cache_dir),
+    )  # fmt: skip
+    x, y = SliceDataset(cases, config.batch_size, config.preprocess.context, seed=config.seed)[0]
+    teacher_path = Path(result.model_path).parents[1] / cell.teacher / f"{cell.teacher}.keras"
+    teacher = keras.saving.load_model(teacher_path, compile=False)
+    keras.utils.set_random_seed(config.seed)
+    fresh = build_model(config.model, card.input_shape, len(card.class_names or ()), config.width)
+    trained = keras.saving.load_model(result.model_path, compile=False)
+    segmentation = SegmentationLoss(kind=config.segmentation_loss)
+    norms: dict[str, list[float]] = defaultdict(list)
+    for student in (fresh, trained):
+        distiller = Distiller(teacher, student, config.distillation, segmentation)
+        with tf.GradientTape(persistent=True) as tape:
+            outputs = distiller(x, training=True)
+            weighted = {
+                "segmentation": distiller.segmentation_loss.batch_loss(y, outputs["logits"])
+            } | {
+                name: distiller.lambdas[name] * term(outputs["student"], outputs["teacher"])
+                for name, term in distiller.terms.items()
+            }
+        for name, value in weighted.items():
+            gradients = tape.gradient(value, student.trainable_weights)
+            norms[name].append(
+                float(tf.linalg.global_norm([g for g in gradients if g is not None]))
+            )
+        del tape
+    totals = [sum(values[i] for values in norms.values()) for i in (0, 1)]
+    return {
+        name: (
+            norms[name][0] / totals[0] if name in norms else np.nan,
+            norms[name][1] / totals[1] if name in norms else np.nan,
+        )
+        for name in ("segmentation", *[spec.name for spec in terms.registered()])
+    }
 
 
 def _validation_dice(result: CellResult) -> float:
