@@ -8,7 +8,11 @@ gets its own grid folder under ``OUT``, so ``grid.json`` pins its settings and a
 
 The choice is made on the validation Dice of the training sites' held-out cases only
 (``best_val_dice`` on each model card); the unseen site's Dice is printed beside it for the
-record and must not be used to choose:
+record and must not be used to choose. The rule, fixed before the candidates' results were
+in: the highest mean validation Dice of the distilled student wins; candidates within 0.01
+of it count as tied, and a tie goes to the one that changes the paper's recipe least (its
+weights kept highest), since a candidate that only switches distillation down would
+otherwise win by matching the student alone.
 
     .venv/bin/python bench/kd_tune.py runs/study-F runs/tune --targets A C E --seeds 0 1
     .venv/bin/python bench/kd_tune.py runs/study-F runs/tune --report   # table only
@@ -65,6 +69,7 @@ def _teacher(**changes: object) -> Callable[[Configs], Configs]:
 CANDIDATES: dict[str, Callable[[Configs], Configs]] = {
     "base": lambda configs: configs,
     "aam-0.1": _lambdas(affinity=0.1),
+    "aam-0.3": _lambdas(affinity=0.3),
     "aam-margin-1": _distillation(affinity_margin=1.0),
     "aam-size-1": _distillation(affinity_sizes=(1,)),
     "lm-temperature-4": _distillation(temperature=4.0),
