@@ -442,6 +442,8 @@ class DistillationPanel(QWidget):
             f"preset (students {values.student_width:g}, teachers {values.teacher_width:g})"
         )
         self.width_spin.setValue(0.0)
+        for spin, weight in zip(self.lambda_spins.values(), values.lambdas, strict=True):
+            spin.setValue(weight)
 
     def settings(self) -> DistillationSettings:
         """The form as :class:`DistillationSettings`."""

@@ -80,7 +80,8 @@ def add_lambdas_argument(parser: argparse.ArgumentParser) -> None:
         nargs=len(specs),
         type=float,
         metavar=tuple(spec.short_name for spec in specs),
-        help=f"weights of the {', '.join(spec.short_name for spec in specs)} losses (default "
+        help=f"weights of the {', '.join(spec.short_name for spec in specs)} losses (default: "
+        "the preset's; the paper's are "
         f"{' '.join(f'{spec.default_weight:g}' for spec in specs)})",
     )
 

@@ -31,10 +31,13 @@ class PresetValues:
     size: int
     student_width: float
     teacher_width: float
+    #: one weight per registered distillation term, in registration order
+    lambdas: tuple[float, ...]
 
 
 def _values(preset: str) -> PresetValues:
     student = training_config.PRESETS[preset]("enet")
+    weights = student.distillation.lambdas
     return PresetValues(
         epochs=student.epochs,
         batch_size=student.batch_size,
@@ -42,6 +45,7 @@ def _values(preset: str) -> PresetValues:
         size=student.preprocess.size,
         student_width=student.width,
         teacher_width=training_config.PRESETS[preset]("unetpp").width,
+        lambdas=tuple(weights.get(spec.name, spec.default_weight) for spec in terms.registered()),
     )
 
 
@@ -55,7 +59,7 @@ class DistillationSettings:
     ``None`` for a number means the preset's value (``width`` then differs for teachers and
     students, as the CPU preset has it). ``teacher_file`` replaces training the teacher.
     ``lambdas`` has one weight per registered distillation term, in registration order (that
-    of ``--lambdas``); ``losses`` defaults to the paper's terms.
+    of ``--lambdas``), ``None`` for the preset's; ``losses`` defaults to the paper's terms.
     """
 
     dataset: Path
@@ -65,9 +69,7 @@ class DistillationSettings:
     teacher_file: Path | None = None
     student: str = "enet"
     losses: tuple[str, ...] = terms.PAPER_TERMS
-    lambdas: tuple[float, ...] = field(
-        default_factory=lambda: tuple(spec.default_weight for spec in terms.registered())
-    )
+    lambdas: tuple[float, ...] | None = None
     preset: str = "cpu"
     epochs: int | None = None
     student_epochs: int | None = None
@@ -132,7 +134,8 @@ def loso_argv(settings: DistillationSettings) -> list[str]:
     else:
         argv += ["--teachers", settings.teacher]
     argv += ["--losses", *settings.losses]
-    argv += ["--lambdas", *(f"{weight:g}" for weight in settings.lambdas)]
+    if settings.lambdas is not None:
+        argv += ["--lambdas", *(f"{weight:g}" for weight in settings.lambdas)]
     options = {
         "--epochs": settings.epochs,
         "--student-epochs": settings.student_epochs,
@@ -245,10 +248,15 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
     except ValueError as error:
         errors.append(str(error))
     specs = terms.registered()
-    if len(settings.lambdas) != len(specs):
+    lambdas = settings.lambdas
+    if lambdas is None and settings.preset in PRESETS:
+        lambdas = settings.preset_values.lambdas
+    if lambdas is None:
+        pass  # the unknown preset is reported above
+    elif len(lambdas) != len(specs):
         errors.append(f"give one weight per loss ({', '.join(s.short_name for s in specs)})")
     else:
-        for spec, weight in zip(specs, settings.lambdas, strict=True):
+        for spec, weight in zip(specs, lambdas, strict=True):
             if weight < 0 or (spec.name in settings.losses and weight == 0):
                 errors.append(
                     f"the weight of {spec.short_name} must be above 0 while the loss is on "

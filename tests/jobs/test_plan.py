@@ -12,6 +12,7 @@ import pytest
 
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.phantom import generate_phantom
+from napari_kdseg.distillation import terms
 from napari_kdseg.jobs.plan import (
     PRESETS,
     TARGET_ROLE,
@@ -23,6 +24,7 @@ from napari_kdseg.jobs.plan import (
     site_roles,
     validate,
 )
+from napari_kdseg.training import config as training_config
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +71,10 @@ def test_argv_of_the_default_settings(tmp_path: Path) -> None:
         "logits",
         "kernel_matrix",
         "affinity",
-        "--lambdas",
-        "0.2",
-        "0.9",
-        "0.9",
     ]
     args = _parse(argv)
     assert args.command == "loso"
-    assert args.lambdas == [0.2, 0.9, 0.9]
+    assert args.lambdas is None  # the preset's weights
     assert args.epochs is None  # the preset decides, with its per-role widths
     assert args.width is None
 
@@ -112,7 +110,7 @@ def test_argv_with_every_option(tmp_path: Path) -> None:
 
 def test_no_losses_trains_the_students_alone(tmp_path: Path) -> None:
     argv = loso_argv(_settings(tmp_path, losses=()))
-    assert argv[argv.index("--losses") + 1] == "--lambdas"
+    assert "--losses" in argv
     assert _parse(argv).losses == []
 
 
@@ -171,3 +169,10 @@ def test_planning_loads_no_keras() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert PRESETS["cpu"].teacher_width == 0.25  # the CPU preset's quarter-width teachers
     assert PRESETS["cpu"].student_width == PRESETS["paper"].student_width == 1.0
+
+
+def test_presets_carry_their_distillation_weights() -> None:
+    for name, values in PRESETS.items():
+        weights = training_config.PRESETS[name]("enet").distillation.lambdas
+        assert values.lambdas == tuple(weights[spec.name] for spec in terms.registered())
+    assert PRESETS["paper"].lambdas == (0.2, 0.9, 0.9)  # eq. 8 as published
