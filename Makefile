@@ -1,7 +1,8 @@
 # Two entry points for a fresh Debian/Ubuntu machine with Python 3.11+ (see README):
 #   make demo   installs into .venv and runs the main job
 #   make test   installs into .venv (and Xvfb via apt-get when root) and runs every test
-# Both are safe to run again: installs are skipped while pyproject.toml is unchanged.
+# Both are safe to run again: installs are skipped while pyproject.toml and this Makefile
+# are unchanged.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -37,7 +38,11 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-$(STAMP): pyproject.toml
+# lavlab-taps brings TAPS's model file (napari_kdseg.teachers.taps), installed with --no-deps:
+# its PyTorch, MONAI and onnxruntime-gpu are not used (the pipeline is rebuilt on ONNX Runtime).
+# The Makefile is a prerequisite too, so a machine installed before a line here changed
+# picks the change up.
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv; \
@@ -45,6 +50,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps lavlab-taps==1.1.2
 	touch $(STAMP)
 
 system-packages:

@@ -9,10 +9,10 @@ gets its own grid folder under ``OUT``, so ``grid.json`` pins its settings and a
 The choice is made on the validation Dice of the training sites' held-out cases only
 (``best_val_dice`` on each model card); the unseen site's Dice is printed beside it for the
 record and must not be used to choose. The rule, written down when only the first five
-runs of one candidate (aam-0.1) were in: the highest mean validation Dice of the distilled student wins; candidates within 0.01
-of it count as tied, and a tie goes to the one that changes the paper's recipe least (its
-weights kept highest), since a candidate that only switches distillation down would
-otherwise win by matching the student alone.
+runs of one candidate (aam-0.1) were in: the highest mean validation Dice of the distilled
+student wins; candidates within 0.01 of it count as tied, and a tie goes to the one that
+changes the paper's recipe least (its weights kept highest), since a candidate that only
+switches distillation down would otherwise win by matching the student alone.
 
     .venv/bin/python bench/kd_tune.py runs/study-F runs/tune --targets A C E --seeds 0 1
     .venv/bin/python bench/kd_tune.py runs/study-F runs/tune --report   # table only
