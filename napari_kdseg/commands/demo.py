@@ -16,7 +16,8 @@ def register(commands: Subcommands) -> None:
         "scored on an unseen site, with a report",
     )
     demo.add_argument("out", type=Path, nargs="?", default=Path("demo"), help="(default ./demo)")
-    # Unset options keep DemoSettings' defaults (B, unetpp, enet, 4 cases, 6 and 12 epochs, 64).
+    # Unset options keep DemoSettings' defaults (F, unetpp, enet, 4 cases, 6 and 12 epochs,
+    # 64 px, seeds 0 1 2).
     demo.add_argument("--target", help="the unseen site")
     demo.add_argument("--teacher", help="teacher architecture")
     demo.add_argument("--student", help="student architecture")
@@ -30,7 +31,7 @@ def register(commands: Subcommands) -> None:
         type=int,
         nargs="+",
         help="train every model once per seed and give the gain's interval over seeds and "
-        "cases (each seed adds a whole run's time)",
+        "cases (default 0 1 2; each seed adds a whole run's time)",
     )
     demo.set_defaults(run=_demo)
 

@@ -47,9 +47,15 @@ from napari_kdseg.training.config import TrainConfig, cpu_preset
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """What the demo runs; the defaults finish in well under 15 minutes on 2 CPU cores."""
+    """What the demo runs; the defaults finish within 15 minutes on 2 CPU cores.
 
-    target: str = "B"
+    The unseen site is F (1.5 T, endorectal coil): in ``bench/site_shift.py`` a model trained
+    on the other five sites loses 0.28 Dice there against held-out cases of its own sites, a
+    real gap that is not a collapse (A and E lose about 0.7; B, C and D at most 0.07). Three
+    seeds, because one run's noise is as large as the effect under study.
+    """
+
+    target: str = "F"
     teacher: str = "unetpp"
     student: str = "enet"
     cases_per_site: int = 4
@@ -58,8 +64,9 @@ class DemoSettings:
     teacher_epochs: int = 6
     student_epochs: int = 12
     seed: int = 0
-    #: Several seeds: every model trained once per seed, and the gain's interval over them.
-    seeds: tuple[int, ...] = ()
+    #: Several seeds: every model trained once per seed, and the gain's interval over them;
+    #: empty trains once, with ``seed``.
+    seeds: tuple[int, ...] = (0, 1, 2)
 
     def train_config(self, role: str) -> TrainConfig:
         """The CPU preset for ``role`` at the demo's grid size and epochs."""

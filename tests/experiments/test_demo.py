@@ -38,7 +38,22 @@ SETTINGS = DemoSettings(
     grid_size=32,
     teacher_epochs=1,
     student_epochs=1,
+    seeds=(),  # one run: the seeded reports are tested in test_report.py
 )
+
+
+def test_the_default_demo_trains_each_model_once_per_seed() -> None:
+    cells = DemoSettings().cells()
+    assert [(c.seed, c.variant) for c in cells[:3]] == [
+        (0, "teacher"),
+        (0, "w/o"),
+        (0, "+AAM + KMM + LM"),
+    ]
+    assert sorted({c.seed for c in cells}) == [0, 1, 2]
+    assert len(cells) == 9
+    for cell in cells:  # every distilled student learns from its own seed's teacher
+        teacher = cell.teacher_cell()
+        assert teacher is None or (teacher in cells and teacher.seed == cell.seed)
 
 
 @dataclass
