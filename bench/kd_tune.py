@@ -70,6 +70,9 @@ CANDIDATES: dict[str, Callable[[Configs], Configs]] = {
     "base": lambda configs: configs,
     "aam-0.1": _lambdas(affinity=0.1),
     "aam-0.3": _lambdas(affinity=0.3),
+    # second round, from the first round's best by validation (aam-0.1): more of the
+    # teacher's own outputs, the term that transfers its function most directly
+    "aam-0.1-lm-1": _lambdas(affinity=0.1, logits=1.0),
     "aam-margin-1": _distillation(affinity_margin=1.0),
     "aam-size-1": _distillation(affinity_sizes=(1,)),
     "lm-temperature-4": _distillation(temperature=4.0),
