@@ -20,6 +20,7 @@ import csv
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +87,20 @@ def main() -> None:
         shares = _loss_shares(Path(run["w/"].model_path))
         cells = [f"{shares[k][0]:.2f} / {shares[k][1]:.2f}" for k in ("segmentation", *names)]
         print(f"| {target} | {seed} | " + " | ".join(cells) + " |")
+
+    print("\n## Validation Dice by student epochs (best up to epoch k, mean over runs)")
+    print(
+        "The cyclic rate's period is fixed in steps, not in epochs, so the first k epochs of a "
+        "seeded run are exactly a k-epoch run: its best validation Dice so far is that run's."
+    )
+    epochs = _epoch_curves(by_run)
+    if epochs:
+        checkpoints = sorted({k for k in (3, 6, 9, 12, 18, 24) if k <= epochs["max"]})
+        print("| student | " + " | ".join(f"k = {k}" for k in checkpoints) + " |")
+        print("|---|" + "---|" * len(checkpoints))
+        for kind in ("w/o", "w/"):
+            values = [np.mean([curve[:k].max() for curve in epochs[kind]]) for k in checkpoints]
+            print(f"| {kind} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
 
     if args.gradients:
         print("\n## Each term's share of the gradient norm on the student (lambda x term)")
@@ -164,6 +179,22 @@ def _gradient_shares(
         )
         for name in ("segmentation", *[spec.name for spec in terms.registered()])
     }
+
+
+def _epoch_curves(by_run: dict[tuple, dict[str, CellResult]]) -> dict[str, Any]:
+    """Per-epoch validation Dice of every complete run's students, from their ``log.csv``."""
+    curves: dict[str, Any] = {"w/o": [], "w/": []}
+    for run in by_run.values():
+        if not {"w/o", "w/"} <= set(run):
+            continue
+        for kind in ("w/o", "w/"):
+            with (Path(run[kind].model_path).parent / "log.csv").open() as handle:
+                rows = list(csv.DictReader(handle))
+            curves[kind].append(np.array([float(row["val_dice"]) for row in rows]))
+    if not curves["w/"]:
+        return {}
+    curves["max"] = min(len(curve) for curve in [*curves["w/o"], *curves["w/"]])
+    return curves
 
 
 def _validation_dice(result: CellResult) -> float:
