@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
+from napari_kdseg.commands.console import add_event_output_arguments
 
 
 def register(commands: Subcommands) -> None:
@@ -33,6 +34,7 @@ def register(commands: Subcommands) -> None:
         help="train every model once per seed and give the gain's interval over seeds and "
         "cases (default 0 1 2; each seed adds a whole run's time)",
     )
+    add_event_output_arguments(demo)
     demo.set_defaults(run=_demo)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
+from napari_kdseg.commands.console import add_event_output_arguments
 from napari_kdseg.commands.training import (
     add_config_arguments,
     add_lambdas_argument,
@@ -22,7 +23,9 @@ from napari_kdseg.commands.training import (
 )
 
 if TYPE_CHECKING:
-    from napari_kdseg.evaluation.evaluate import CaseResult, Evaluation
+    from rich.table import Table
+
+    from napari_kdseg.evaluation.evaluate import Evaluation
     from napari_kdseg.experiments.grid import Cell
 
 
@@ -101,6 +104,7 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
         "means over seeds and paired gains with 95%% intervals (default: one run, --seed)",
     )
     add_progress_argument(parser)
+    add_event_output_arguments(parser)
     parser.add_argument(
         "--out",
         type=Path,
@@ -110,6 +114,8 @@ def _grid_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from napari_kdseg.commands.console import counted, stdout_console
+    from napari_kdseg.core.errors import report_data_warnings
     from napari_kdseg.data.cache import PreprocessCache
     from napari_kdseg.data.datasets import discover
     from napari_kdseg.evaluation.evaluate import evaluate_model
@@ -119,47 +125,98 @@ def _evaluate(args: argparse.Namespace) -> int:
     for site in args.sites or []:
         dataset.site(site)
     model = load_model(args.model)
-    on_case = None if args.json else _print_case
-    if on_case is not None:
-        print(f"{'site':<8}{'case':<14}{'Dice':>7}{'HD95 mm':>10}{'ASD mm':>9}{'s':>7}")
-    evaluation = evaluate_model(
-        model, dataset, args.sites, PreprocessCache(args.cache_dir), args.tta, on_case
-    )
+    cache = PreprocessCache(args.cache_dir)
     if args.json:
+        evaluation = evaluate_model(model, dataset, args.sites, cache, args.tta)
         print(json.dumps(evaluation.to_json(), indent=2))
-    else:
-        print(format_summary(evaluation))
+        return EXIT_OK
+    console = stdout_console()
+    total = len(dataset.cases(args.sites))
+
+    def warn(message: str) -> None:
+        console.print(f"Warning: {message}", style="yellow", markup=False, soft_wrap=True)
+
+    # The warnings come once the bar is gone, in words rather than as Python warnings.
+    with report_data_warnings(warn), counted(console, total, "scored") as advance:
+        evaluation = evaluate_model(
+            model,
+            dataset,
+            args.sites,
+            cache,
+            args.tta,
+            lambda result: advance(f"{result.site}/{result.case}"),
+        )
+    console.print(case_table(evaluation))
+    console.print(summary_table(evaluation))
     return EXIT_OK
 
 
-def _print_case(result: CaseResult) -> None:
-    scores = result.scores
-    print(
-        f"{result.site:<8}{result.case:<14}{scores.dice:>7.3f}{_mm(scores.hd95):>10}"
-        f"{_mm(scores.asd):>9}{result.seconds:>7.1f}",
-        flush=True,
-    )
+def case_table(evaluation: Evaluation) -> Table:
+    """One row per case: Dice, HD95, ASD and the seconds it took."""
+    table = _table("site", "case", "Dice", "HD95 mm", "ASD mm", "s")
+    for result in evaluation.cases:
+        scores = result.scores
+        table.add_row(
+            result.site,
+            result.case,
+            f"{scores.dice:.3f}",
+            _mm(scores.hd95),
+            _mm(scores.asd),
+            f"{result.seconds:.1f}",
+        )
+    return table
 
 
 def _mm(value: float | None) -> str:
     return "undef." if value is None or math.isnan(value) else f"{value:.2f}"
 
 
-def format_summary(evaluation: Evaluation) -> str:
-    """Per-site and overall mean ± std of each metric."""
-    lines = ["", f"{'site':<8}{'cases':>6}{'Dice':>16}{'HD95 mm':>16}{'ASD mm':>16}"]
+def summary_table(evaluation: Evaluation) -> Table:
+    """Per-site and overall mean ± std of each metric, and how many cases had no HD95/ASD."""
     summaries = [(site, evaluation.site_summary(site)) for site in evaluation.sites]
     summaries.append(("all", evaluation.overall()))
+    undefined = any(s[m]["undefined"] for _, s in summaries for m in ("dice", "hd95", "asd"))
+    headers = ["site", "cases", "Dice", "HD95 mm", "ASD mm"] + ["undefined"] * undefined
+    table = _table(*headers)
+    if undefined:
+        # A column of its own keeps the mean ± std columns narrow enough for 80 columns.
+        table.caption = "undefined: cases left out of the means (an empty mask has no surface)"
     for site, summary in summaries:
-        cells = []
+        cells = [str(summary["dice"]["n"])]
         for metric in ("dice", "hd95", "asd"):
             part = summary[metric]
-            text = "–" if part["mean"] is None else f"{part['mean']:.3f} ± {part['std']:.3f}"
-            if part["undefined"]:
-                text += f" ({part['undefined']} undef.)"
-            cells.append(f"{text:>16}")
-        lines.append(f"{site:<8}{summary['dice']['n']:>6}" + "".join(cells))
-    return "\n".join(lines)
+            cells.append("–" if part["mean"] is None else f"{part['mean']:.3f} ± {part['std']:.3f}")
+        if undefined:
+            counts = {summary[metric]["undefined"] for metric in ("hd95", "asd")}
+            cells.append("/".join(str(count) for count in sorted(counts)))
+        table.add_row(site, *cells)
+    return table
+
+
+def _table(*headers: str) -> Table:
+    """Columns as wide as their longest entry (a long site name never runs into the next
+    column), text on the left and numbers on the right, no frame to get in the way."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+        caption_justify="left",
+    )
+    for number, header in enumerate(headers):
+        numeric = number >= 2 or header == "cases"
+        # numbers stay whole; where the screen is too narrow, the names fold instead
+        table.add_column(
+            header,
+            justify="right" if numeric else "left",
+            overflow="fold",
+            no_wrap=numeric,
+            min_width=len(header),
+        )
+    return table
 
 
 def _loso(args: argparse.Namespace) -> int:

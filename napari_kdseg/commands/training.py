@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
+from napari_kdseg.commands.console import add_event_output_arguments
 from napari_kdseg.distillation import terms
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
         "--tensorboard", action="store_true", help="also write TensorBoard logs to OUT/tensorboard"
     )
     add_progress_argument(parser)
+    add_event_output_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--overwrite",
@@ -97,7 +99,8 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=10,
         metavar="STEPS",
-        help="stream a JSON-lines step event every STEPS optimisation steps (default 10)",
+        help="report the running loss every STEPS optimisation steps (a step event with "
+        "--json; default 10)",
     )
 
 

@@ -128,6 +128,7 @@ def loso_argv(settings: DistillationSettings) -> list[str]:
         settings.preset,
         "--progress-every",
         str(PROGRESS_EVERY),
+        "--json",  # the panel reads events, one JSON object per line, not progress bars
     )
     if settings.teacher_file is not None:
         argv += ["--teacher-file", str(settings.teacher_file)]

@@ -65,6 +65,7 @@ def test_argv_of_the_default_settings(tmp_path: Path) -> None:
         "cpu",
         "--progress-every",
         "2",
+        "--json",
         "--teachers",
         "unetpp",
         "--losses",
@@ -74,6 +75,7 @@ def test_argv_of_the_default_settings(tmp_path: Path) -> None:
     ]
     args = _parse(argv)
     assert args.command == "loso"
+    assert args.json  # the panel parses JSON lines: no progress bars on its pipe
     assert args.lambdas is None  # the preset's weights
     assert args.epochs is None  # the preset decides, with its per-role widths
     assert args.width is None
@@ -106,6 +108,7 @@ def test_argv_with_every_option(tmp_path: Path) -> None:
     assert (args.learning_rate, args.size, args.width) == (0.001, 48, 0.25)
     assert args.export_to == tmp_path / "library"
     assert args.out == tmp_path / "run"
+    assert args.json
 
 
 def test_no_losses_trains_the_students_alone(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ def _command(data: Path, out: Path, cache: Path) -> list[str]:
         "0",
         "--progress-every",
         "1",
+        "--json",
         "--out",
         str(out),
         "--cache-dir",

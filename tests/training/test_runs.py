@@ -159,6 +159,7 @@ def test_distill_cli_streams_json_lines(phantom: Path, teacher: Path, tmp_path: 
         str(tmp_path / "run"),
         "--cache-dir",
         str(tmp_path / "cache"),
+        "--json",
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -226,6 +227,7 @@ def test_cancelled_distillation_resumes_with_the_same_step_count(
         str(out),
         "--cache-dir",
         str(tmp_path / "cache"),
+        "--json",
     ]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -286,6 +288,7 @@ def test_mirrored_strategy_over_two_logical_cpus(
         str(tmp_path / "run"),
         "--cache-dir",
         str(tmp_path / "cache"),
+        "--json",
     ]
     environment = {**os.environ, "KDSEG_LOGICAL_CPUS": "2"}
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
