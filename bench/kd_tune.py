@@ -16,6 +16,8 @@ switches distillation down would otherwise win by matching the student alone.
 
     .venv/bin/python bench/kd_tune.py runs/study-F runs/tune --targets A C E --seeds 0 1
     .venv/bin/python bench/kd_tune.py runs/study-F runs/tune --report   # table only
+    .venv/bin/python bench/kd_tune.py runs/study-F runs/tune --candidates aam-0.1 \
+        --ablate F --seeds 0 1 2                                          # Table 4 on F
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ from napari_kdseg.card import ModelCard
 from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.distillation import terms
-from napari_kdseg.experiments.grid import Cell, CellResult, Grid
-from napari_kdseg.experiments.report import gain_rows, table2_rows
+from napari_kdseg.experiments.grid import Cell, CellResult, Grid, ablation_cells
+from napari_kdseg.experiments.report import (
+    gain_rows,
+    table2_rows,
+    table4_rows,
+    write_grid_report,
+)
 from napari_kdseg.training.config import TrainConfig
 
 Configs = tuple[TrainConfig, TrainConfig]  # (teacher, student)
@@ -137,6 +144,32 @@ def run(
         grid.run(cells)
 
 
+def ablate(
+    base: Path, out: Path, name: str, target: str, seeds: list[int], cache_dir: Path | None
+) -> None:
+    """Table 4 under candidate ``name`` on one target: every combination of the terms at the
+    candidate's weights, the teacher and the student alone linked from the base folder and
+    the three-term row from the candidate's own grid (run it first)."""
+    dataset_root, base_configs = _base_configs(base)
+    teacher, student = CANDIDATES[name](base_configs)
+    folder = out / f"{name}-ablation-{target}"
+    grid = Grid(discover(dataset_root), folder, teacher, student, PreprocessCache(cache_dir))
+    cells = ablation_cells([target], "unetpp", "enet", seeds)
+    for cell in cells:
+        if cell.teacher is None and teacher == base_configs[0]:
+            _link(base, folder, cell)  # the teacher, and the student alone (student unchanged)
+        elif set(cell.losses) == set(terms.PAPER_TERMS):
+            _link(out / name, folder, cell)
+    print(f"== ablation of {name} on {target}: {len(cells)} cells in {folder}", flush=True)
+    results = grid.run(cells)
+    written = write_grid_report(results, [target], folder, "table4")
+    print(written["table4"].read_text())
+    for label, by_target in gain_rows(table4_rows(results), [target]):
+        gain = by_target[target]
+        if gain is not None:
+            print(f"- {label}: {gain.sentence()}")
+
+
 def report(out: Path) -> None:
     """Per candidate: validation Dice (the criterion) and unseen-site Dice (the record)."""
     print(
@@ -184,7 +217,15 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: kdseg's)")
     parser.add_argument("--report", action="store_true", help="print the table, train nothing")
+    parser.add_argument(
+        "--ablate", metavar="TARGET", help="Table 4 for the one candidate given, on TARGET"
+    )
     args = parser.parse_args()
+    if args.ablate:
+        if len(args.candidates) != 1:
+            parser.error("--ablate takes exactly one --candidates")
+        ablate(args.base, args.out, args.candidates[0], args.ablate, args.seeds, args.cache_dir)
+        return
     if not args.report:
         run(args.base, args.out, args.candidates, args.targets, args.seeds, args.cache_dir)
     report(args.out)
