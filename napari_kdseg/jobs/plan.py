@@ -7,7 +7,7 @@ model names from :mod:`napari_kdseg.architectures` and the distillation terms fr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +49,22 @@ def _values(preset: str) -> PresetValues:
     )
 
 
-PRESETS: dict[str, PresetValues] = {name: _values(name) for name in training_config.PRESETS}
+class _Presets(Mapping[str, PresetValues]):
+    """Each preset's values, read when asked, so a term registered later has its weight."""
+
+    def __getitem__(self, name: str) -> PresetValues:
+        if name not in training_config.PRESETS:
+            raise KeyError(name)
+        return _values(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(training_config.PRESETS)
+
+    def __len__(self) -> int:
+        return len(training_config.PRESETS)
+
+
+PRESETS: Mapping[str, PresetValues] = _Presets()
 
 
 @dataclass(frozen=True)

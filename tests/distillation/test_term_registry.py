@@ -109,8 +109,10 @@ def test_the_command_line_follows_the_registry(toy: TermSpec) -> None:
 def test_the_planner_follows_the_registry(toy: TermSpec, tmp_path: Path) -> None:
     settings = DistillationSettings(dataset=Path("/data"), target="B", run_folder=tmp_path)
     assert settings.losses == terms.PAPER_TERMS
-    assert settings.lambdas == (0.2, 0.9, 0.9, 0.5)
-    argv = loso_argv(settings)
+    assert settings.lambdas is None  # the preset's, which weigh a later term at its default
+    assert settings.preset_values.lambdas[-1] == 0.5
+    assert not [e for e in validate(settings, None).errors if "weight" in e]
+    argv = loso_argv(dataclasses.replace(settings, lambdas=(0.2, 0.9, 0.9, 0.5)))
     assert argv[argv.index("--lambdas") + 1 :][:4] == ["0.2", "0.9", "0.9", "0.5"]
     toy_off = dataclasses.replace(settings, losses=("toy",), lambdas=(0.2, 0.9, 0.9, 0.0))
     assert "the weight of TOY must be above 0" in " ".join(validate(toy_off, None).errors)
