@@ -3,10 +3,15 @@
 Spatial ones (flip, rotation, scaling) are composed into one affine map and applied with a
 single interpolation, so a sample is resampled once however many are on. Probabilities and
 ranges follow nnU-Net's defaults for 2D data where the paper is silent.
+
+Maps that lie on the slice's grid (a teacher's foreground probability computed ahead of
+training) go through the same spatial map, from the same random draws, interpolated
+linearly and 0 outside the slice as the mask is; intensity augmentation leaves them alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,17 +46,38 @@ def augment_slice(
     rng: np.random.Generator,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
     """Augment ``image (rows, cols, channels)`` and ``mask (rows, cols)`` together."""
-    image, mask = _spatial(image, mask, config, rng)
-    image = _intensity(image, config, rng)
+    image, mask, _ = augment_sample(image, mask, (), config, rng)
     return image, mask
+
+
+def augment_sample(
+    image: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.integer],
+    maps: Sequence[npt.NDArray[np.floating]],
+    config: AugmentConfig,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8], list[npt.NDArray[np.float32]]]:
+    """Augment ``image (rows, cols, channels)``, ``mask (rows, cols)`` and each of ``maps``
+    ``(rows, cols)`` with one draw of the spatial transform; intensity changes touch the image
+    only. The random draws are those of :func:`augment_slice` whatever ``maps`` holds."""
+    for number, extra in enumerate(maps):
+        if extra.shape != mask.shape:
+            raise ValueError(
+                f"map {number} has shape {extra.shape}, the slice's mask {mask.shape}: a map "
+                "to augment with the slice must lie on its grid"
+            )
+    image, mask, warped = _spatial(image, mask, maps, config, rng)
+    image = _intensity(image, config, rng)
+    return image, mask, warped
 
 
 def _spatial(
     image: npt.NDArray[np.float32],
     mask: npt.NDArray[np.integer],
+    maps: Sequence[npt.NDArray[np.floating]],
     config: AugmentConfig,
     rng: np.random.Generator,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8], list[npt.NDArray[np.float32]]]:
     # Draw every random number every time, so one sample's choices never shift the next's.
     flip_rows = rng.random() < config.flip_up_down
     flip_cols = rng.random() < config.flip_left_right
@@ -60,13 +86,20 @@ def _spatial(
     rescale = rng.random() < config.scale_probability
     zoom = rng.uniform(*config.scale_range)
 
+    maps = [np.asarray(extra, dtype=np.float32) for extra in maps]
     if not (rotate or rescale):
         # Flips alone are exact: no interpolation.
         if flip_rows:
             image, mask = image[::-1], mask[::-1]
+            maps = [extra[::-1] for extra in maps]
         if flip_cols:
             image, mask = image[:, ::-1], mask[:, ::-1]
-        return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=np.uint8)
+            maps = [extra[:, ::-1] for extra in maps]
+        return (
+            np.ascontiguousarray(image),
+            np.ascontiguousarray(mask, dtype=np.uint8),
+            [np.ascontiguousarray(extra) for extra in maps],
+        )
 
     # Output pixel p samples input pixel centre + M (p - centre); M = flips . rotation / zoom.
     theta = angle if rotate else 0.0
@@ -82,7 +115,12 @@ def _spatial(
     warped_mask = ndimage.affine_transform(
         mask.astype(np.uint8), matrix, offset=offset, order=0, mode="constant", cval=0
     )
-    return np.stack(channels, axis=-1).astype(np.float32), warped_mask
+    # Linear, and 0 (background) beyond the slice as for the mask: a probability map.
+    warped_maps = [
+        ndimage.affine_transform(extra, matrix, offset=offset, order=1, mode="constant", cval=0.0)
+        for extra in maps
+    ]
+    return np.stack(channels, axis=-1).astype(np.float32), warped_mask, warped_maps
 
 
 def _intensity(

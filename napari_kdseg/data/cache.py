@@ -3,9 +3,10 @@
 Decoding a ``.nii.gz`` and resampling it to 384 x 384 costs far more than reading raw arrays,
 and a training run, its resumption and every leave-one-site-out cell read the same cases.
 Each entry is a folder of ``.npy`` files opened memory-mapped, so a run touches only the
-slices it draws. The key hashes the bytes of the scan and mask (not their names or times),
-the preprocessing parameters and :data:`PREPROCESS_VERSION`, so an edited file or a new grid
-size can never be served a stale entry. Entries are written to a temporary folder and renamed.
+slices it draws. The key hashes the bytes of the scan and mask (not their names or times;
+for a DICOM series folder, the bytes of every file in it), the preprocessing parameters and
+:data:`PREPROCESS_VERSION`, so an edited file or a new grid size can never be served a stale
+entry. Entries are written to a temporary folder and renamed.
 """
 
 from __future__ import annotations
@@ -75,12 +76,12 @@ class PreprocessCache:
         digest = hashlib.blake2b(digest_size=20)
         recipe = {"version": PREPROCESS_VERSION, "config": config.to_json()}
         digest.update(json.dumps(recipe, sort_keys=True).encode())
-        for path in _content_files(case.image):
-            digest.update(_file_digest(path))
+        for part in content_digests(case.image):
+            digest.update(part)
         if case.label is not None:
             digest.update(b"label")
-            for path in _content_files(case.label):
-                digest.update(_file_digest(path))
+            for part in content_digests(case.label):
+                digest.update(part)
         return digest.hexdigest()
 
     def prepare(self, case: Case, config: PreprocessConfig) -> PreparedCase:
@@ -148,6 +149,27 @@ def _load(entry: Path, case: Case) -> PreparedCase:
     label_path = entry / "label.npy"
     label = np.load(label_path, mmap_mode="r") if label_path.exists() else None
     return PreparedCase(case.site, case.id, image, label, Geometry.from_json(meta["geometry"]))
+
+
+def content_digests(path: Path) -> list[bytes]:
+    """The digests of the bytes that define the volume at ``path``: one per file, and for a
+    DICOM series folder one per file in it, sorted, so that renaming or reordering slice
+    files (which :func:`~napari_kdseg.data.dicom.read_dicom_series` orders by position) keeps
+    the key, and any changed, added or removed file changes it."""
+    if path.is_dir():
+        return sorted(_file_digest(file) for file in _folder_files(path))
+    return [_file_digest(file) for file in _content_files(path)]
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The files the DICOM reader reads in ``folder``: every file below it but hidden ones."""
+    try:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    except OSError as error:
+        raise VolumeError(folder, f"folder cannot be read ({error.strerror or error})") from error
+    if not files:
+        raise VolumeError(folder, "folder is empty: expected a DICOM series")
+    return files
 
 
 def _content_files(path: Path) -> list[Path]:

@@ -6,11 +6,21 @@ Layouts recognised in a site folder:
   SAML / MS-Net multi-site release;
 - ``promise12``: ``Case00.mhd`` with ``Case00_segmentation.mhd`` (the ``.raw`` files beside them);
 - ``msd``: ``imagesTr/`` and ``labelsTr/`` as in the Medical Segmentation Decathlon and
-  nnU-Net v2 (``case_0000.nii.gz`` channel files; channel 0000 is used).
+  nnU-Net v2 (``case_0000.nii.gz`` channel files; channel 0000 is used);
+- ``dicom``: sub-folders that are DICOM series, one case per series folder, as scans leave a
+  PACS; or patient folders holding series folders, one case per series named
+  ``patient/series``. DICOM cases have no mask (``label=None``): they can teach a student
+  through the distillation terms, not train a model alone.
 
 A root whose sub-folders are sites is a multi-site dataset; a site folder dropped alone is a
-dataset of one site. Discovery only looks at names (:mod:`napari_kdseg.data.layout` knows them);
-:mod:`napari_kdseg.data.survey` opens files.
+dataset of one site. The two readings of a folder of folders of series (a site of patients,
+or a dataset of sites of series) cannot be told apart by names; a root is read as a dataset
+of sites there, and each site may hold patient folders. So ``real/prostatex_t2`` found under
+``real/`` is one site with cases ``ProstateX-0000/4.000000-t2tsetra-00702`` and so on, while
+``prostatex_t2`` dropped alone is a dataset with a site per patient folder.
+
+Discovery only looks at names and a few files' first bytes (:mod:`napari_kdseg.data.layout`
+knows them); :mod:`napari_kdseg.data.survey` opens files.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from napari_kdseg.data.layout import (
     MSD_IMAGES,
     MSD_LABELS,
     case_stem,
+    is_dicom_series_folder,
     is_metaimage,
     is_volume_file,
     mask_case,
@@ -104,11 +115,13 @@ def discover(root: str | Path) -> Dataset:
         raise DatasetError(
             root,
             "folder is empty: expected sub-folders of cases (one per site) or the cases "
-            "of one site (CaseXX.nii.gz with CaseXX_segmentation.nii.gz, .mhd pairs, or "
-            "imagesTr/ with labelsTr/)",
+            "of one site (CaseXX.nii.gz with CaseXX_segmentation.nii.gz, .mhd pairs, "
+            "imagesTr/ with labelsTr/, or DICOM series folders)",
         )
     problems: list[Problem] = []
-    own = _scan_site(root, root.name, problems)
+    # Patient folders are not looked for here: a folder of folders of series at the root is
+    # read as a dataset of sites (module docstring).
+    own = _scan_site(root, root.name, problems, patient_folders=False)
     if own is not None:
         return Dataset(root=root, sites=(own,), problems=tuple(problems))
     sites = []
@@ -123,7 +136,8 @@ def discover(root: str | Path) -> Dataset:
                 Problem(
                     str(folder),
                     "no cases found (expected CaseXX.nii.gz + "
-                    "CaseXX_segmentation.nii.gz, .mhd pairs or imagesTr/labelsTr)",
+                    "CaseXX_segmentation.nii.gz, .mhd pairs, imagesTr/labelsTr or "
+                    "folders of DICOM series)",
                     severity="warning",
                     site=folder.name,
                 )
@@ -135,8 +149,8 @@ def discover(root: str | Path) -> Dataset:
             root,
             f"no sites found among {_contents(root)}: expected sub-folders of cases "
             "(CaseXX.nii.gz with CaseXX_segmentation.nii.gz, CaseXX.mhd with "
-            "CaseXX_segmentation.mhd, or imagesTr/ with labelsTr/), or such cases directly "
-            "in this folder",
+            "CaseXX_segmentation.mhd, imagesTr/ with labelsTr/, or DICOM series folders), or "
+            "such cases directly in this folder",
         )
     return Dataset(root=root, sites=tuple(sites), problems=tuple(problems))
 
@@ -167,7 +181,9 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in _entries(folder) if p.is_dir() and not p.name.startswith("."))
 
 
-def _scan_site(folder: Path, name: str, problems: list[Problem]) -> Site | None:
+def _scan_site(
+    folder: Path, name: str, problems: list[Problem], *, patient_folders: bool = True
+) -> Site | None:
     if (folder / MSD_IMAGES).is_dir():
         return _scan_msd(folder, name, problems)
     files = [
@@ -176,7 +192,7 @@ def _scan_site(folder: Path, name: str, problems: list[Problem]) -> Site | None:
         if p.is_file() and not p.name.startswith(".") and is_volume_file(p)
     ]
     if not files:
-        return None
+        return _scan_dicom(folder, name, problems, patient_folders)
     images: dict[str, Path] = {}
     labels: dict[str, Path] = {}
     for path in sorted(files):
@@ -215,6 +231,38 @@ def _scan_msd(folder: Path, name: str, problems: list[Problem]) -> Site:
     else:
         problems.append(Problem(str(label_folder), "missing: no masks for this site", site=name))
     return _pair(folder, name, "msd", images, labels, problems)
+
+
+def _scan_dicom(
+    folder: Path, name: str, problems: list[Problem], patient_folders: bool
+) -> Site | None:
+    """A site of DICOM series folders (cases named after them), or of patient folders
+    holding series folders (cases named ``patient/series``); None when there are none."""
+    cases = []
+    for child in _subfolders(folder):
+        if is_dicom_series_folder(child):
+            cases.append(Case(site=name, id=child.name, image=child, label=None))
+        elif patient_folders:
+            try:
+                series = [s for s in _subfolders(child) if is_dicom_series_folder(s)]
+            except DatasetError as error:
+                problems.append(Problem(error.path, error.problem, site=name, case=child.name))
+                continue
+            cases += [
+                Case(site=name, id=f"{child.name}/{s.name}", image=s, label=None) for s in series
+            ]
+    if not cases:
+        return None
+    problems.append(
+        Problem(
+            str(folder),
+            f"{len(cases)} DICOM series without masks: unlabelled cases, usable to distil a "
+            "student (through the distillation terms) but not to train a model alone",
+            severity="warning",
+            site=name,
+        )
+    )
+    return Site(name=name, path=folder, layout="dicom", cases=tuple(cases))
 
 
 def _pair(

@@ -7,7 +7,8 @@ file is called.
   (``Case00_segmentation.nii.gz``, ``Case00_Segmentation.mhd``), as in SAML/MS-Net and PROMISE12;
 - MSD / nnU-Net v2 sites keep scans in ``imagesTr/`` and masks in ``labelsTr/``; a scan's name
   may carry a four-digit channel (``prostate_00_0000.nii.gz``) and channel ``0000`` (T2) is used;
-- a DICOM file is recognised by ``DICM`` after its 128-byte preamble, not by its name.
+- a DICOM file is recognised by ``DICM`` after its 128-byte preamble, not by its name; a
+  DICOM series folder is a folder holding such files (one series, as scans leave a PACS).
 
 Only names are looked at here (and a DICOM file's first bytes); nothing is decoded.
 """
@@ -34,6 +35,8 @@ _MSD_CHANNEL_STEM = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 _DICOM_PREAMBLE = 128
 _DICOM_MAGIC = b"DICM"
+#: Files of a folder looked at to decide whether it is a DICOM series (it is when one is).
+DICOM_PROBE = 64
 
 
 def volume_suffix(path: str | Path) -> str | None:
@@ -104,3 +107,28 @@ def looks_like_dicom(path: str | Path) -> bool:
     with Path(path).open("rb") as handle:
         handle.seek(_DICOM_PREAMBLE)
         return handle.read(len(_DICOM_MAGIC)) == _DICOM_MAGIC
+
+
+def is_dicom_series_folder(folder: str | Path, probe: int = DICOM_PROBE) -> bool:
+    """Whether ``folder`` directly holds DICOM files (its first ``probe`` files, in name
+    order, are looked at; hidden ones are not). Unreadable files and folders count as not
+    DICOM: discovery must not fail on them, reading the series reports them."""
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return False
+    looked = 0
+    for entry in entries:
+        if looked >= probe:
+            break
+        if entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_file():
+                continue
+            looked += 1
+            if looks_like_dicom(entry):
+                return True
+        except OSError:
+            continue
+    return False

@@ -22,6 +22,10 @@ from napari_kdseg.models import feature_taps, with_features
 
 #: The key of the image in a batch input given as a dict.
 IMAGE = "image"
+#: The key of the per-sample flag (1.0 or 0.0) saying which samples have a mask.
+LABELLED = "labelled"
+#: The key of teacher logits computed ahead of training, ``(batch, H, W, classes)``.
+TEACHER_LOGITS = "teacher_logits"
 
 
 def batch_image(inputs: Any) -> Tensor:
@@ -84,3 +88,39 @@ class KerasTeacher(Teacher):
     def call(self, inputs: Any, taps: tuple[str, ...] = ()) -> dict[str, Tensor]:
         outputs = self.network(batch_image(inputs), training=False)
         return {"logits": outputs["logits"]} | {tap: outputs[tap] for tap in taps}
+
+
+class PrecomputedTeacher(Teacher):
+    """A teacher whose logits were computed ahead of training and travel in the batch, under
+    ``"teacher_logits"`` (see :class:`~napari_kdseg.training.pipeline.SliceDataset`'s
+    ``teacher_maps``): a 3D model such as TAPS, run once per scan, or any teacher whose
+    predictions are cached. It has no feature taps, so terms reading the teacher's features
+    (KMM) cannot use it; LM and AAM can.
+
+    ``name`` identifies the teacher in messages (``"taps"``); ``input_shape`` is the
+    student's ``(H, W, channels)``.
+    """
+
+    def __init__(
+        self, num_classes: int, input_shape: tuple[int, ...], name: str = "precomputed"
+    ) -> None:
+        super().__init__(name=name)
+        self.num_classes = num_classes
+        self.input_shape = tuple(input_shape)
+        self.feature_taps = {}
+
+    def call(self, inputs: Any, taps: tuple[str, ...] = ()) -> dict[str, Tensor]:
+        if not isinstance(inputs, dict) or TEACHER_LOGITS not in inputs:
+            carried = sorted(inputs) if isinstance(inputs, dict) else "the image alone"
+            raise ValueError(
+                f"teacher {self.name!r} reads its logits from the batch under "
+                f"{TEACHER_LOGITS!r}, but the batch carries {carried}; give the data pipeline "
+                "the teacher's maps (SliceDataset(teacher_maps=...))"
+            )
+        logits = inputs[TEACHER_LOGITS]
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"teacher {self.name!r}: the batch's {TEACHER_LOGITS!r} have "
+                f"{logits.shape[-1]} classes, expected {self.num_classes}"
+            )
+        return {"logits": ops.cast(logits, "float32")}

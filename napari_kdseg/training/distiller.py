@@ -15,7 +15,10 @@ besides the student's; here the terms' own weights (the kernel-matrix adapters, 
 alongside the student.
 
 ``call`` runs the student once (logits and the feature taps the terms read) and the teacher
-once in inference mode; ``compute_loss`` adds the terms. Both go through Keras' own ``fit``,
+once in inference mode; ``compute_loss`` adds the terms. A batch input carrying
+``"labelled"`` (a distillation that also learns from scans without masks, see
+:class:`~napari_kdseg.training.pipeline.SliceDataset`) takes Loss_Seg and the Dice metric
+from its labelled samples only; the terms read every sample. Both go through Keras' own ``fit``,
 so callbacks, ``tf.distribute`` strategies and the JAX and PyTorch trainers work unchanged.
 """
 
@@ -28,9 +31,10 @@ from keras import ops
 
 from napari_kdseg.distillation import terms
 from napari_kdseg.distillation.base import DistillationTerm
-from napari_kdseg.distillation.teacher import KerasTeacher, Teacher, batch_image
+from napari_kdseg.distillation.teacher import LABELLED, KerasTeacher, Teacher, batch_image
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.losses._tensors import per_sample
+from napari_kdseg.losses.segmentation import cross_entropy, dice_loss, focal_loss
 from napari_kdseg.models import with_features
 from napari_kdseg.training.config import DistillationConfig
 from napari_kdseg.training.metrics import ForegroundDice
@@ -120,8 +124,15 @@ class Distiller(keras.Model):
         if y_pred is None:
             y_pred = self(x, training=training)
         student, teacher = y_pred["student"], y_pred["teacher"]
-        values = {"segmentation": self.segmentation_loss.batch_loss(y, student["logits"])}
-        total = values["segmentation"]
+        logits = student["logits"]
+        labelled = x.get(LABELLED) if isinstance(x, dict) else None
+        if labelled is None:
+            segmentation = self.segmentation_loss.batch_loss(y, logits)
+        else:
+            y, logits = labelled_only(y, logits, labelled)
+            segmentation = labelled_segmentation(self.segmentation_loss, y, logits, labelled)
+        values = {"segmentation": segmentation}
+        total = segmentation
         scale = ops.cast(self.distillation_scale, total.dtype)
         for name, term in self.terms.items():
             values[name] = term(student, teacher)
@@ -131,7 +142,7 @@ class Distiller(keras.Model):
         self.trackers["loss"].update_state(total)
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        self.dice.update_state(y, student["logits"])
+        self.dice.update_state(y, logits)  # the labelled samples only, as above
         # Reduced as Keras reduces its own losses, so that under tf.distribute each replica
         # contributes its share of the summed gradients (see per_sample).
         total = per_sample(total, student["logits"])
@@ -140,6 +151,49 @@ class Distiller(keras.Model):
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [*self.trackers.values(), self.dice]
+
+
+#: The logit margin that makes an unlabelled sample a confident, correct background
+#: prediction: exp(-1e4) is 0 in float32 and float16 alike (and 1e4 fits in float16).
+_NEUTRAL_MARGIN = 1e4
+
+
+def labelled_only(y: Any, logits: Any, labelled: Any) -> tuple[Any, Any]:
+    """``y`` and ``logits`` with every unlabelled sample (``labelled`` 0) replaced by a
+    neutral one: background everywhere, predicted as background with certainty.
+
+    A neutral sample adds exactly 0 to Dice's foreground sums, to the cross-entropy and focal
+    sums and to :class:`ForegroundDice`'s counts, and passes no gradient to the student (the
+    replacement is a constant). ``labelled`` is ``(batch,)``, 1 or 0 per sample.
+    """
+    keep = ops.reshape(ops.cast(labelled, "float32") > 0.5, (-1, 1, 1))
+    labels = ops.cast(ops.reshape(y, ops.shape(logits)[:-1]), "int32")
+    labels = ops.where(keep, labels, ops.zeros_like(labels))
+    classes = int(logits.shape[-1])
+    neutral = ops.convert_to_tensor([0.0] + [-_NEUTRAL_MARGIN] * (classes - 1), dtype=logits.dtype)
+    logits = ops.where(ops.expand_dims(keep, -1), logits, neutral)
+    return labels, logits
+
+
+def labelled_segmentation(loss: SegmentationLoss, y: Any, logits: Any, labelled: Any) -> Any:
+    """Loss_Seg over the labelled samples of a batch, from :func:`labelled_only`'s ``y`` and
+    ``logits``: what ``loss.batch_loss`` gives on those samples alone, and 0 (not NaN) for a
+    batch with none. Dice pools over the batch, so the neutral samples leave it unchanged;
+    the cross-entropy (or focal) term is a mean over every pixel, rescaled to the labelled
+    samples' pixels."""
+    if loss.include_background:
+        raise ValueError(
+            "a segmentation loss whose Dice includes the background cannot skip unlabelled "
+            "samples (their background would count); use include_background=False"
+        )
+    dice = dice_loss(y, logits, loss.smooth, loss.include_background)
+    if loss.kind == "dice+focal":
+        pixelwise = focal_loss(y, logits, loss.gamma, loss.alpha)
+    else:
+        pixelwise = cross_entropy(y, logits)
+    weight = ops.cast(labelled, pixelwise.dtype)
+    batch = ops.cast(ops.shape(weight)[0], pixelwise.dtype)
+    return dice + pixelwise * batch / ops.maximum(ops.sum(weight), 1.0)
 
 
 class DistillationRamp(keras.callbacks.Callback):

@@ -14,9 +14,22 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from napari_kdseg.data.augment import AugmentConfig, augment_slice
+from napari_kdseg.data.augment import AugmentConfig, augment_sample
 from napari_kdseg.data.cache import PreparedCase
-from napari_kdseg.data.preprocess import stack_context, training_slices
+from napari_kdseg.data.preprocess import middle_extent, slices_around, stack_context
+from napari_kdseg.distillation.teacher import IMAGE, LABELLED, TEACHER_LOGITS
+
+#: The floor of a teacher's probabilities turned into logits: log(1e-4) = -9.2 keeps a
+#: confident teacher confident without an infinite logit.
+PROBABILITY_FLOOR = 1e-4
+
+
+def teacher_logits(probability: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    """Two-class logits ``(..., 2)`` whose softmax is ``(1 - p, p)``: ``log(1 - p), log(p)``
+    with ``p`` kept in ``[1e-4, 1 - 1e-4]``. Softmax and arg-max read logits up to a shift per
+    pixel, so these stand for the teacher's own logits in LM (at any temperature) and AAM."""
+    p = np.clip(np.asarray(probability, dtype=np.float32), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return np.stack([np.log1p(-p), np.log(p)], axis=-1).astype(np.float32)
 
 
 class SliceDataset(keras.utils.PyDataset):
@@ -26,6 +39,21 @@ class SliceDataset(keras.utils.PyDataset):
     the others (SAML's training protocol); ``slices="all"`` walks every slice (validation).
     Order and augmentations are seeded per epoch and batch, so a run is reproducible and a
     resumed run sees the batches an uninterrupted one would.
+
+    Cases without a mask are refused unless ``unlabelled`` is set (a distillation, whose terms
+    need no mask). Then an unlabelled case's slices are drawn as a labelled one's around the
+    centred :data:`~napari_kdseg.data.preprocess.UNLABELLED_MIDDLE_SHARE` of its slices (no
+    gland extent is known), its ``y`` is all background, and ``x`` is a dict:
+    ``{"image": ..., "labelled": (batch,) float32}`` with 1 for a sample that has a mask and
+    0 for one that does not; the Distiller takes the segmentation loss and Dice from the
+    labelled samples only.
+
+    ``teacher_maps`` gives, per case, a teacher's foreground probability on the case's model
+    grid (``(slices, size, size)``, as :class:`PreparedCase.image`); ``x`` is then a dict
+    carrying each sample's map as two-class logits under ``"teacher_logits"``
+    (:func:`teacher_logits`), augmented with the same spatial draws as the image and mask.
+
+    Without unlabelled cases and teacher maps, ``x`` is the image batch itself, as before.
     """
 
     def __init__(
@@ -40,6 +68,8 @@ class SliceDataset(keras.utils.PyDataset):
         shuffle: bool = True,
         seed: int = 0,
         drop_remainder: bool = False,
+        unlabelled: bool = False,
+        teacher_maps: Sequence[npt.NDArray[np.floating]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -47,10 +77,17 @@ class SliceDataset(keras.utils.PyDataset):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if slices not in ("gland", "all"):
             raise ValueError(f"slices must be 'gland' or 'all', got {slices!r}")
-        unlabelled = [f"{c.site}/{c.id}" for c in cases if c.label is None]
-        if unlabelled:
-            raise ValueError(f"cases without masks cannot be used for training: {unlabelled}")
+        without_mask = [f"{c.site}/{c.id}" for c in cases if c.label is None]
+        if without_mask and not unlabelled:
+            raise ValueError(
+                f"cases without masks cannot be used for training: {without_mask}; only a "
+                "distillation can use them (SliceDataset(unlabelled=True))"
+            )
         self.cases = list(cases)
+        self.teacher_maps = None if teacher_maps is None else list(teacher_maps)
+        if self.teacher_maps is not None:
+            _check_maps(self.cases, self.teacher_maps)
+        self.has_unlabelled = bool(without_mask)
         self.batch_size = batch_size
         self.context = context
         self.augment = augment
@@ -60,11 +97,13 @@ class SliceDataset(keras.utils.PyDataset):
         rng = np.random.default_rng(seed)
         index = []
         for case_number, case in enumerate(self.cases):
-            assert case.label is not None
-            if slices == "gland":
-                chosen = training_slices(case.label, outside_share, rng)
+            count = case.image.shape[0]
+            if slices == "all":
+                chosen = np.arange(count)
+            elif case.label is None:
+                chosen = slices_around(middle_extent(count), count, outside_share, rng)
             else:
-                chosen = np.arange(case.label.shape[0])
+                chosen = slices_around(case.gland_extent, count, outside_share, rng)
             index.extend((case_number, int(s)) for s in chosen)
         if not index:
             raise ValueError("no slices to draw: every mask is empty and outside_share is 0")
@@ -76,20 +115,41 @@ class SliceDataset(keras.utils.PyDataset):
         count = len(self.index) / self.batch_size
         return int(count) if self.drop_remainder else int(np.ceil(count))
 
-    def __getitem__(self, batch: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+    @property
+    def carries_dict(self) -> bool:
+        """Whether ``x`` is a dict (unlabelled cases or teacher maps) or the image batch."""
+        return self.has_unlabelled or self.teacher_maps is not None
+
+    def __getitem__(self, batch: int) -> tuple[Any, npt.NDArray[np.int32]]:
         rows = self._order[batch * self.batch_size : (batch + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, batch])
-        images, masks = [], []
+        images, masks, labelled, maps = [], [], [], []
         for case_number, slice_index in self.index[rows]:
             case = self.cases[case_number]
-            assert case.label is not None
             image = stack_context(case.image, int(slice_index), self.context)
-            mask = np.asarray(case.label[slice_index])
+            if case.label is None:
+                mask = np.zeros(case.image.shape[1:], dtype=np.uint8)
+            else:
+                mask = np.asarray(case.label[slice_index])
+            extra = (
+                [] if self.teacher_maps is None else [self.teacher_maps[case_number][slice_index]]
+            )
             if self.augment is not None:
-                image, mask = augment_slice(image, mask, self.augment, rng)
+                image, mask, extra = augment_sample(image, mask, extra, self.augment, rng)
             images.append(image)
             masks.append(mask)
-        return np.stack(images).astype(np.float32), np.stack(masks).astype(np.int32)
+            labelled.append(case.label is not None)
+            maps += extra
+        x = np.stack(images).astype(np.float32)
+        y = np.stack(masks).astype(np.int32)
+        if not self.carries_dict:
+            return x, y
+        inputs: dict[str, npt.NDArray[np.float32]] = {IMAGE: x}
+        if self.has_unlabelled:
+            inputs[LABELLED] = np.asarray(labelled, dtype=np.float32)
+        if self.teacher_maps is not None:
+            inputs[TEACHER_LOGITS] = teacher_logits(np.stack(maps))
+        return inputs, y
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -103,3 +163,14 @@ class SliceDataset(keras.utils.PyDataset):
         if not self.shuffle:
             return np.arange(len(self.index))
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.index))
+
+
+def _check_maps(cases: Sequence[PreparedCase], maps: Sequence[npt.NDArray[np.floating]]) -> None:
+    if len(maps) != len(cases):
+        raise ValueError(f"{len(maps)} teacher maps for {len(cases)} cases: give one per case")
+    for case, teacher_map in zip(cases, maps, strict=True):
+        if teacher_map.shape != case.image.shape:
+            raise ValueError(
+                f"{case.site}/{case.id}: the teacher's map has shape {teacher_map.shape}, the "
+                f"case's model grid {case.image.shape}; prepare both with the same settings"
+            )

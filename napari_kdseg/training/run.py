@@ -1,9 +1,16 @@
 """Training runs: a model alone (teacher, or student baseline) and a distilled student.
 
 Both read the chosen sites through the preprocessing cache, hold out a share of each site's
-cases for validation, keep the weights with the best validation Dice, stream JSON-lines
-progress, log every epoch to CSV, and save the trained student (or teacher) alone as a
-``.keras`` file with a JSON model card beside it.
+labelled cases for validation, keep the weights with the best validation Dice, stream
+JSON-lines progress, log every epoch to CSV, and save the trained student (or teacher) alone
+as a ``.keras`` file with a JSON model card beside it.
+
+A distillation also trains on cases without masks (DICOM series folders, scans without a
+mask file), through the distillation terms only; a model trained alone refuses a site that
+has no masks. Its teacher is a ``.keras`` model run at every step, or a teacher whose
+predictions are computed once per scan through the teacher-map cache
+(:mod:`napari_kdseg.teachers.maps`) and read from the batch: TAPS (``"taps"``), or the
+``.keras`` teacher with ``precompute=True``.
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ from napari_kdseg.core.atomic import atomic_path, remove_stale_temporaries
 from napari_kdseg.core.errors import DatasetError, report_data_warnings
 from napari_kdseg.core.events import emit, muted
 from napari_kdseg.data.cache import PreparedCase, PreprocessCache
-from napari_kdseg.data.datasets import Dataset, split_cases
+from napari_kdseg.data.datasets import Case, Dataset, split_cases
+from napari_kdseg.distillation.precomputed import KerasTeacherMaps
+from napari_kdseg.distillation.teacher import PrecomputedTeacher, Teacher
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.models import build_model
+from napari_kdseg.teachers.maps import TAPS, MapTeacher, TeacherMapCache, taps_teacher
 from napari_kdseg.training.checkpoint import (
     EpochCheckpoint,
     StopAtStepBoundary,
@@ -60,15 +70,38 @@ class RunResult:
 
 
 def load_split(
-    dataset: Dataset, sites: list[str], config: TrainConfig, cache: PreprocessCache
+    dataset: Dataset,
+    sites: list[str],
+    config: TrainConfig,
+    cache: PreprocessCache,
+    *,
+    unlabelled: bool = False,
 ) -> tuple[list[PreparedCase], list[PreparedCase]]:
-    """Preprocessed (training, validation) cases: ``validation_fraction`` of each site held out."""
+    """Preprocessed (training, validation) cases: ``validation_fraction`` of each site's
+    labelled cases held out.
+
+    With ``unlabelled`` (a distillation) the cases without a mask train too, all of them (the
+    validation Dice needs masks), and a site may have no labelled case at all; the split of
+    the labelled cases is the same either way.
+    """
     train, validation = [], []
     for site in sites:
         cases = dataset.cases([site])
-        if not cases:
-            raise DatasetError(dataset.site(site).path, "site has no labelled cases to train on")
+        extra = [c for c in dataset.cases([site], labelled=False) if c.label is None]
+        if not cases and not (unlabelled and extra):
+            raise DatasetError(
+                dataset.site(site).path,
+                f"site {site!r} has no labelled cases to train on"
+                + (
+                    f" (its {len(extra)} case(s) have no mask: a model trained alone needs "
+                    "masks; unlabelled cases can only teach a student through distillation)"
+                    if extra
+                    else ""
+                ),
+            )
         kept, held = split_cases(cases, config.validation_fraction, config.seed)
+        if unlabelled:
+            kept += extra
 
         # Skipped cases (an empty mask) are announced in the progress stream, where the
         # napari panel shows them, not only as a Python warning on stderr.
@@ -127,21 +160,27 @@ def distill(
     dataset: Dataset,
     sites: list[str],
     config: TrainConfig,
-    teacher_path: Path,
+    teacher_path: Path | str,
     out: Path,
     options: RunOptions = RunOptions(),
+    *,
+    precompute: bool = False,
 ) -> RunResult:
-    """Train the student ``config.model`` from the teacher in ``teacher_path`` (eq. 8).
+    """Train the student ``config.model`` from the teacher ``teacher_path`` (eq. 8).
+
+    ``teacher_path`` is a ``.keras`` teacher, run at every step (or, with ``precompute``,
+    once per case on the un-augmented slices, its maps cached and augmented with the
+    image), or ``"taps"``: TAPS run once per scan on the source grid, its probability
+    brought to the model grid and cached. A precomputed teacher gives logits only, so KMM
+    (which reads the teacher's features) must be off. Cases without masks train through the
+    distillation terms; validation uses the labelled cases.
 
     Refuses an ``out`` that already holds a finished model unless ``options.overwrite``.
     """
     with strategy_scope(options.strategy, options.mixed_precision) as replicas:
         _refuse_finished_model(out, config.model, options.overwrite)
         keras.utils.set_random_seed(config.seed)  # before any weight is drawn
-        teacher = keras.saving.load_model(teacher_path, compile=False)
-        ModelCard(preprocess=config.preprocess).check_input_shape(
-            teacher.input_shape, teacher_path, what="teacher input"
-        )
+        teacher, map_teacher = _teacher(teacher_path, config, precompute)
         student = _build(config)
         distiller = Distiller(
             teacher, student, config.distillation, SegmentationLoss(kind=config.segmentation_loss)
@@ -159,8 +198,28 @@ def distill(
             options,
             replicas,
             (DistillationRamp(distiller, ramp),) if ramp else (),
+            unlabelled=True,
+            map_teacher=map_teacher,
         )
         return run.fit()
+
+
+def _teacher(
+    spec: Path | str, config: TrainConfig, precompute: bool
+) -> tuple[Teacher | keras.Model, MapTeacher | None]:
+    """The Distiller's teacher for ``spec`` and, for a precomputed one, what computes its maps."""
+    shape = (config.preprocess.size, config.preprocess.size, config.preprocess.context)
+    if str(spec) == TAPS:
+        return PrecomputedTeacher(len(CLASS_NAMES), shape, name=TAPS), taps_teacher()
+    model = keras.saving.load_model(spec, compile=False)
+    ModelCard(preprocess=config.preprocess).check_input_shape(
+        model.input_shape, Path(spec), what="teacher input"
+    )
+    if not precompute:
+        return model, None
+    classes = int(model.output.shape[-1])
+    teacher = PrecomputedTeacher(classes, shape, name=f"{model.name}_precomputed")
+    return teacher, KerasTeacherMaps(model, spec)
 
 
 def _build(config: TrainConfig) -> keras.Model:
@@ -228,10 +287,14 @@ class _Run:
     sites: list[str]
     config: TrainConfig
     out: Path
-    teacher: Path | None
+    teacher: Path | str | None
     options: RunOptions
     replicas: int
     extra_callbacks: tuple[keras.callbacks.Callback, ...] = ()
+    # A distillation: cases without masks train too (through the distillation terms).
+    unlabelled: bool = False
+    # A teacher whose predictions are computed ahead of training and carried in the batch.
+    map_teacher: MapTeacher | None = None
 
     def fit(self) -> RunResult:
         _build_optimizer(self.trainer)
@@ -320,9 +383,15 @@ class _Run:
     def _slices(self) -> tuple[SliceDataset, SliceDataset | None]:
         """Training batches (shuffled, augmented) and validation batches (every slice)."""
         config = self.config
+        cache = self.options.cache or PreprocessCache()
         train_cases, val_cases = load_split(
-            self.dataset, self.sites, config, self.options.cache or PreprocessCache()
+            self.dataset, self.sites, config, cache, unlabelled=self.unlabelled
         )
+        train_maps = val_maps = None
+        if self.map_teacher is not None:
+            # Validation batches carry the maps too: the Distiller's validation step scores
+            # the distillation terms against the same teacher.
+            train_maps, val_maps = self._teacher_maps([train_cases, val_cases], cache)
         context = config.preprocess.context
         batches = SliceDataset(
             train_cases,
@@ -331,9 +400,18 @@ class _Run:
             augment=config.augment,
             outside_share=config.outside_share,
             seed=config.seed,
+            unlabelled=self.unlabelled,
+            teacher_maps=train_maps,
         )
         validation = (
-            SliceDataset(val_cases, config.batch_size, context, slices="all", shuffle=False)
+            SliceDataset(
+                val_cases,
+                config.batch_size,
+                context,
+                slices="all",
+                shuffle=False,
+                teacher_maps=val_maps,
+            )
             if val_cases
             else None
         )
@@ -341,10 +419,37 @@ class _Run:
             _feed_every_replica(data, self.replicas)
         return batches, validation
 
+    def _teacher_maps(
+        self, groups: list[list[PreparedCase]], cache: PreprocessCache
+    ) -> list[list[Any]]:
+        """The map teacher's maps of each group of prepared cases, through the teacher-map
+        cache beside ``cache``; announced with a ``stage_done`` event."""
+        assert self.map_teacher is not None
+        maps = TeacherMapCache.beside(cache)
+        started = time.perf_counter()
+        result = []
+        for prepared in groups:
+            cases = [_source_case(self.dataset, case) for case in prepared]
+            result.append(
+                maps.prepare_all(cases, prepared, self.config.preprocess, self.map_teacher)
+            )
+        emit(
+            "stage_done",
+            stage="teacher maps",
+            path=str(maps.root),
+            seconds=round(time.perf_counter() - started, 1),
+            computed=maps.misses,
+            cached=maps.hits,
+        )
+        return result
+
     def _identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: the settings, sites and teacher."""
         teacher = None if self.teacher is None else str(self.teacher)
-        return {"train": self.config.to_json(), "sites": self.sites, "teacher": teacher}
+        identity = {"train": self.config.to_json(), "sites": self.sites, "teacher": teacher}
+        if self.map_teacher is not None:  # listed only then, so older checkpoints still match
+            identity["teacher_maps"] = self.map_teacher.identity
+        return identity
 
     def _resume(self, target: Path) -> _Resumed:
         """Load the last finished epoch's state from ``out/resume``, if there is one."""
@@ -396,6 +501,14 @@ class _Run:
         emit("artifact", kind="model", path=str(model_path), card=str(card_path))
         emit("done", best_val_dice=best, seconds=round(seconds, 1), optimizer_steps=steps)
         return RunResult(model_path, card_path, best, history)
+
+
+def _source_case(dataset: Dataset, prepared: PreparedCase) -> Case:
+    """The discovered case a prepared case came from (its scan is what a teacher reads)."""
+    for case in dataset.site(prepared.site).cases:
+        if case.id == prepared.id:
+            return case
+    raise DatasetError(dataset.site(prepared.site).path, f"no case {prepared.id!r} in this site")
 
 
 def _build_optimizer(trainer: keras.Model) -> None:

@@ -1,0 +1,282 @@
+"""Scans without masks teach a student through the distillation terms only: the slice
+pipeline flags them, the Distiller takes Loss_Seg and Dice from labelled samples alone, a
+model trained alone refuses them, and a distillation from a precomputed teacher reads the
+teacher's maps from the batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from napari_kdseg.core.errors import DatasetError
+from napari_kdseg.core.events import captured
+from napari_kdseg.data.augment import AugmentConfig
+from napari_kdseg.data.cache import PreparedCase, PreprocessCache
+from napari_kdseg.data.datasets import Dataset, discover
+from napari_kdseg.data.phantom import generate_phantom
+from napari_kdseg.data.preprocess import PreprocessConfig, middle_extent
+from napari_kdseg.losses import SegmentationLoss
+from napari_kdseg.models import build_model
+from napari_kdseg.training.config import DistillationConfig, TrainConfig
+from napari_kdseg.training.distiller import Distiller
+from napari_kdseg.training.pipeline import SliceDataset, teacher_logits
+from napari_kdseg.training.run import RunOptions, distill, load_split, train
+
+SIZE = 32
+TINY = TrainConfig(
+    width=0.125,
+    preprocess=PreprocessConfig(size=SIZE, context=3),
+    epochs=1,
+    batch_size=8,
+    learning_rate=3e-3,
+    cycle_step_size=20,
+    augment=AugmentConfig(),
+    validation_fraction=0.34,
+)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Site A labelled (3 cases), site B the same scanner's scans without their masks."""
+    root = tmp_path_factory.mktemp("phantom") / "data"
+    generate_phantom(root, cases_per_site=3, size=SIZE, seed=0, sites="AB")
+    for mask in (root / "B").glob("*_segmentation.nii.gz"):
+        mask.unlink()
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(phantom: Path) -> Dataset:
+    return discover(phantom)
+
+
+@pytest.fixture(scope="module")
+def prepared(dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> list[PreparedCase]:
+    cache = PreprocessCache(tmp_path_factory.mktemp("cache"))
+    return cache.prepare_all(dataset.cases(["A", "B"], labelled=False), TINY.preprocess)
+
+
+# --- the slice pipeline ---------------------------------------------------------------------------
+
+
+def test_unlabelled_cases_need_the_flag(prepared: list[PreparedCase]) -> None:
+    with pytest.raises(ValueError, match=r"cases without masks .* \['B/Case00'.*unlabelled=True"):
+        SliceDataset(prepared, 4, 3)
+
+
+def test_unlabelled_samples_are_flagged_with_an_empty_mask(prepared: list[PreparedCase]) -> None:
+    data = SliceDataset(prepared, 5, 3, unlabelled=True, shuffle=False, outside_share=0.25)
+    # an unlabelled case's slices: the middle share of its scan plus the outside share
+    unlabelled = [n for n, case in enumerate(prepared) if case.label is None]
+    assert len(unlabelled) == 3
+    for number in unlabelled:
+        drawn = data.index[data.index[:, 0] == number, 1]
+        first, last = middle_extent(prepared[number].image.shape[0])
+        inside = np.arange(first, last + 1)
+        assert set(inside) <= set(drawn.tolist())
+        assert len(drawn) == len(inside) + round(0.25 * len(inside))
+    seen = 0
+    for batch in range(len(data)):
+        x, y = data[batch]
+        assert set(x) == {"image", "labelled"}
+        assert x["image"].shape == (len(y), SIZE, SIZE, 3)
+        assert x["labelled"].dtype == np.float32
+        rows = data.index[batch * 5 : (batch + 1) * 5]
+        expected = [prepared[n].label is not None for n, _ in rows]
+        np.testing.assert_array_equal(x["labelled"], np.asarray(expected, np.float32))
+        assert not y[x["labelled"] == 0].any()
+        seen += int(y[x["labelled"] == 1].any())
+    assert seen > 0
+
+
+def test_labelled_cases_alone_batch_as_before(prepared: list[PreparedCase]) -> None:
+    labelled = [case for case in prepared if case.label is not None]
+    augment = AugmentConfig()
+    before = SliceDataset(labelled, 4, 3, augment=augment, outside_share=0.25, seed=3)
+    after = SliceDataset(
+        labelled, 4, 3, augment=augment, outside_share=0.25, seed=3, unlabelled=True
+    )
+    assert len(before) == len(after)
+    for batch in range(len(before)):
+        (x0, y0), (x1, y1) = before[batch], after[batch]
+        assert isinstance(x1, np.ndarray)
+        np.testing.assert_array_equal(x0, x1)
+        np.testing.assert_array_equal(y0, y1)
+
+
+def test_teacher_maps_travel_with_their_slices(prepared: list[PreparedCase]) -> None:
+    labelled = [case for case in prepared if case.label is not None]
+    maps = [np.asarray(case.label, np.float32) for case in labelled]  # a teacher that is right
+    spatial = AugmentConfig(
+        flip_left_right=0.5, flip_up_down=0.5, rotation_probability=1, scale_probability=1
+    )
+    data = SliceDataset(labelled, 8, 3, augment=spatial, teacher_maps=maps, seed=1)
+    disagree = total = 0
+    for batch in range(len(data)):
+        x, y = data[batch]
+        assert set(x) == {"image", "teacher_logits"}
+        logits = x["teacher_logits"]
+        assert logits.shape == (*y.shape, 2)
+        probability = np.exp(logits)
+        np.testing.assert_allclose(probability.sum(-1), 1.0, atol=1e-5)
+        disagree += int(np.sum(np.argmax(logits, -1) != y))
+        total += int(y.sum())
+    # the same warp: only pixels on the gland's rim (interpolated map) may differ
+    assert total > 0
+    assert disagree <= 0.1 * total
+    with pytest.raises(ValueError, match=r"A/Case\d\d: the teacher's map has shape"):
+        SliceDataset(labelled, 8, 3, teacher_maps=[m[:, :16] for m in maps])
+
+
+def test_teacher_logits_are_the_log_probabilities() -> None:
+    probability = np.array([0.0, 0.25, 1.0], np.float32)
+    logits = teacher_logits(probability)
+    np.testing.assert_allclose(np.exp(logits).sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.exp(logits[1]), [0.75, 0.25], rtol=1e-6)
+    assert np.isfinite(logits).all()
+    assert logits[0, 1] == pytest.approx(np.log(1e-4), rel=1e-5)
+
+
+# --- the Distiller --------------------------------------------------------------------------------
+
+SHAPE = (SIZE, SIZE, 3)
+
+
+def _distiller(config: DistillationConfig) -> Distiller:
+    keras.utils.set_random_seed(0)
+    teacher = build_model("unetpp", SHAPE, 2, 0.125)
+    student = build_model("enet", SHAPE, 2, 0.125)
+    return Distiller(teacher, student, config, SegmentationLoss())
+
+
+def _results(distiller: Distiller) -> dict[str, float]:
+    return {name: float(tracker.result()) for name, tracker in distiller.trackers.items()}
+
+
+def test_segmentation_comes_from_labelled_samples_only() -> None:
+    distiller = _distiller(DistillationConfig().only(["logits", "affinity"]))
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((4, *SHAPE)).astype(np.float32)
+    y = (image[..., 1] > 0.3).astype(np.int32)
+
+    # only unlabelled samples: Loss_Seg is exactly 0, the total is the weighted terms
+    x = {"image": image, "labelled": np.zeros(4, np.float32)}
+    total = ops.convert_to_numpy(distiller.compute_loss(x, y, distiller(x)))
+    values = _results(distiller)
+    assert values["segmentation"] == 0.0
+    assert np.all(np.isfinite(total))
+    weighted = 0.2 * values["logits"] + 0.9 * values["affinity"]
+    assert values["logits"] > 0
+    assert values["affinity"] > 0
+    assert values["loss"] == pytest.approx(weighted, rel=1e-6)
+    assert float(distiller.dice.total) == 0.0  # nothing counted towards Dice
+
+    # a mixed batch: Loss_Seg and Dice of the labelled samples alone, terms of all four
+    for tracker in distiller.metrics:
+        tracker.reset_state()
+    labelled = np.array([1, 0, 1, 0], np.float32)
+    x = {"image": image, "labelled": labelled}
+    distiller.compute_loss(x, y, distiller(x))
+    values = _results(distiller)
+    logits = distiller.student(image, training=False)
+    alone = SegmentationLoss().batch_loss(y[::2], logits[::2])
+    assert values["segmentation"] == pytest.approx(float(alone), rel=1e-5)
+    everyone = SegmentationLoss().batch_loss(y, logits)
+    assert values["segmentation"] != pytest.approx(float(everyone), rel=1e-3)
+
+    plain = _distiller(DistillationConfig().only(["logits", "affinity"]))
+    plain.compute_loss(image, y, plain(image))  # all labelled, as an image batch
+    assert _results(plain)["logits"] == pytest.approx(values["logits"], rel=1e-5)
+
+
+def test_focal_loss_and_background_dice() -> None:
+    keras.utils.set_random_seed(0)
+    student = build_model("enet", SHAPE, 2, 0.125)
+    teacher = build_model("unetpp", SHAPE, 2, 0.125)
+    config = DistillationConfig().only(["logits"])
+    image = np.random.default_rng(1).standard_normal((2, *SHAPE)).astype(np.float32)
+    y = (image[..., 0] > 0).astype(np.int32)
+    x = {"image": image, "labelled": np.array([0, 1], np.float32)}
+    focal = Distiller(teacher, student, config, SegmentationLoss(kind="dice+focal"))
+    focal.compute_loss(x, y, focal(x))
+    alone = SegmentationLoss(kind="dice+focal").batch_loss(y[1:], student(image[1:]))
+    assert float(focal.trackers["segmentation"].result()) == pytest.approx(float(alone), rel=1e-5)
+    with_background = Distiller(teacher, student, config, SegmentationLoss(include_background=True))
+    with pytest.raises(ValueError, match="include_background=False"):
+        with_background.compute_loss(x, y, with_background(x))
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+
+def test_a_model_trained_alone_refuses_a_site_without_masks(
+    dataset: Dataset, tmp_path: Path
+) -> None:
+    cache = PreprocessCache(tmp_path / "cache")
+    message = r"site 'B' has no labelled cases to train on \(its 3 case\(s\) have no mask"
+    with pytest.raises(DatasetError, match=message) as caught:
+        load_split(dataset, ["A", "B"], TINY, cache)
+    assert caught.value.path == str(dataset.site("B").path)
+    with pytest.raises(DatasetError, match=message):
+        train(dataset, ["A", "B"], TINY, tmp_path / "out", RunOptions(cache))
+    # a distillation takes them, for training only
+    kept, held = load_split(dataset, ["A", "B"], TINY, cache, unlabelled=True)
+    assert [case.site for case in kept].count("B") == 3
+    assert all(case.label is not None for case in held)
+    assert len(held) == 1
+    kept, held = load_split(dataset, ["B"], TINY, cache, unlabelled=True)
+    assert (len(kept), held) == (3, [])
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained teacher is enough to exercise the plumbing."""
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "unetpp.keras"
+    build_model("unetpp", SHAPE, 2, 0.125).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_distillation_mixes_labelled_and_unlabelled_sites(
+    dataset: Dataset, teacher_file: Path, tmp_path: Path
+) -> None:
+    options = RunOptions(PreprocessCache(tmp_path / "cache"))
+    result = distill(dataset, ["A", "B"], TINY, teacher_file, tmp_path / "out", options)
+    history = result.history
+    for name in ("loss", "segmentation", "logits", "kernel_matrix", "affinity", "val_dice"):
+        assert all(np.isfinite(history[name])), name
+    assert result.model_path is not None
+    assert result.model_path.exists()
+
+
+@pytest.mark.slow
+def test_distillation_from_precomputed_teacher_maps(
+    dataset: Dataset, teacher_file: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"KMM needs the teacher's features .* 'unetpp_precomputed' does not give"
+    ):
+        distill(dataset, ["A", "B"], TINY, teacher_file, tmp_path / "kmm", precompute=True)
+    config = TrainConfig(
+        **{**TINY.__dict__, "distillation": DistillationConfig().only(["logits", "affinity"])}
+    )
+    options = RunOptions(PreprocessCache(tmp_path / "cache"))
+    for attempt in ("first", "second"):
+        with captured() as events:
+            result = distill(
+                dataset, ["A", "B"], config, teacher_file, tmp_path / attempt, options,
+                precompute=True,
+            )  # fmt: skip
+        ready = [e for e in events if e["event"] == "stage_done"]
+        assert [e["stage"] for e in ready] == ["teacher maps"]
+        # 5 training cases (2 of A, 3 of B) and 1 validation case; the second run reuses them
+        expected = (6, 0) if attempt == "first" else (0, 6)
+        assert (ready[0]["computed"], ready[0]["cached"]) == expected
+        for name in ("segmentation", "logits", "affinity", "val_logits", "val_dice"):
+            assert all(np.isfinite(result.history[name])), name
+        assert "kernel_matrix" not in result.history
