@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from napari_kdseg.core.atomic import atomic_path
 from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.preprocess import PreprocessConfig
+from napari_kdseg.data.provenance import REAL, SYNTHETIC, SiteData
 
 if TYPE_CHECKING:
     from napari_kdseg.training.config import TrainConfig
@@ -39,7 +40,9 @@ SECTIONS = (
     "preprocess",
     "class_names",
     "training_sites",
+    "training_data",
     "teacher",
+    "teacher_model",
     "losses",
     "metrics",
     "training",
@@ -47,6 +50,11 @@ SECTIONS = (
 )
 _KNOWN = frozenset((*SECTIONS, "export"))
 INPUT_LAYOUT = "NHWC, channels are neighbouring slices centred on the predicted one"
+#: What ``kdseg segment`` and the segmentation panel say when a model that saw only the
+#: phantom meets a real scan.
+SYNTHETIC_ONLY_WARNING = (
+    "This model was trained only on synthetic scans; its output on a real scan is not reliable."
+)
 PREPROCESS_DETAILS = {
     "normalisation": "z-score over the whole volume",
     "labels": "label > 0 is prostate",
@@ -74,6 +82,11 @@ class ModelCard:
     order the card had them (empty: :data:`SECTIONS`' order); a key listed there is written
     even when its value is ``None``, which keeps ``"teacher": null``. Cards with the same
     content are equal whatever their order.
+
+    ``training_data`` says, per training site, whether its scans were synthetic (the phantom)
+    or real and how many cases (with a mask) were used; ``teacher_model`` describes the
+    teacher (``kind`` ``"keras"`` or ``"taps"``, a ``description`` in words, its file's hash).
+    Cards written before these sections existed have them ``None``.
     """
 
     preprocess: PreprocessConfig
@@ -83,7 +96,9 @@ class ModelCard:
     preprocess_details: dict[str, Any] = field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
     training_sites: tuple[str, ...] | None = None
+    training_data: tuple[SiteData, ...] | None = None
     teacher: str | None = None
+    teacher_model: dict[str, Any] | None = None
     losses: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
@@ -101,6 +116,13 @@ class ModelCard:
     def best_val_dice(self) -> float | None:
         value = (self.metrics or {}).get("best_val_dice")
         return None if value is None else float(value)
+
+    @property
+    def synthetic_only(self) -> bool:
+        """Whether the card says every training scan was synthetic (False when it does not
+        say where its data came from: an older card)."""
+        data = self.training_data or ()
+        return bool(data) and all(site.origin == SYNTHETIC for site in data)
 
     @property
     def training_seconds(self) -> float:
@@ -137,7 +159,11 @@ class ModelCard:
             "preprocess": self.preprocess.to_json() | self.preprocess_details,
             "class_names": None if self.class_names is None else list(self.class_names),
             "training_sites": None if self.training_sites is None else list(self.training_sites),
+            "training_data": None
+            if self.training_data is None
+            else [site.to_json() for site in self.training_data],
             "teacher": self.teacher,
+            "teacher_model": self.teacher_model,
             "losses": self.losses,
             "metrics": self.metrics,
             "training": self.training,
@@ -181,7 +207,9 @@ class ModelCard:
             preprocess_details=preprocess_details,
             class_names=sections.names("class_names"),
             training_sites=sections.names("training_sites"),
+            training_data=sections.training_data(),
             teacher=sections.get("teacher", "a string", nullable=True),
+            teacher_model=sections.get("teacher_model", "an object", nullable=True),
             losses=sections.get("losses", "an object"),
             metrics=sections.metrics(),
             training=sections.get("training", "an object"),
@@ -238,8 +266,11 @@ class ModelCard:
         optimizer_steps: int,
         placement: dict[str, Any],
         software: dict[str, Any],
+        training_data: Sequence[SiteData] | None = None,
+        teacher_model: dict[str, Any] | None = None,
     ) -> ModelCard:
-        """The card of a finished run; ``software`` names the versions it ran with."""
+        """The card of a finished run; ``software`` names the versions it ran with,
+        ``training_data`` the origin of each site's scans, ``teacher_model`` the teacher."""
         distillation = config.distillation
         losses: dict[str, Any] = {"segmentation": config.segmentation_loss}
         if teacher is not None:
@@ -252,7 +283,9 @@ class ModelCard:
             preprocess_details=dict(PREPROCESS_DETAILS),
             class_names=CLASS_NAMES,
             training_sites=tuple(sites),
+            training_data=None if training_data is None else tuple(training_data),
             teacher=None if teacher is None else str(teacher),
+            teacher_model=None if teacher_model is None else _as_json(teacher_model),
             losses=losses,
             metrics={
                 "best_val_dice": best_val_dice,
@@ -339,6 +372,31 @@ class _Sections:
                 f"{preprocess.context}",
             )
         return {k: v for k, v in section.items() if k not in ("size", "channels")}
+
+    def training_data(self) -> tuple[SiteData, ...] | None:
+        """``training_data``: one object per site with its origin and case counts."""
+        entries = self.get("training_data", "a list")
+        if entries is None:
+            return None
+        sites = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise self.error("training_data", f"expected objects, got {entry!r}")
+            site, origin = entry.get("site"), entry.get("origin")
+            cases, labelled = entry.get("cases"), entry.get("labelled")
+            if not isinstance(site, str) or origin not in (SYNTHETIC, REAL):
+                raise self.error(
+                    "training_data",
+                    f"each site needs a name and an origin ({SYNTHETIC!r} or {REAL!r}), "
+                    f"got {entry!r}",
+                )
+            counts = (cases, labelled)
+            if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts):
+                raise self.error(
+                    "training_data", f"'cases' and 'labelled' must be counts, got {entry!r}"
+                )
+            sites.append(SiteData(site, origin, cases, labelled))
+        return tuple(sites)
 
     def metrics(self) -> dict[str, Any] | None:
         metrics = self.get("metrics", "an object")

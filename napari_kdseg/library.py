@@ -63,9 +63,10 @@ class LibraryModel:
             return f"{self.name}: unusable ({self.problem})"
         sites = ", ".join(self.training_sites) or "unknown sites"
         dice = "n/a" if self.validation_dice is None else f"{self.validation_dice:.3f}"
+        synthetic = " (synthetic scans only)" if self.card and self.card.synthetic_only else ""
         return (
-            f"{self.architecture or 'unknown architecture'} trained on {sites}; input "
-            f"{self.size}x{self.size}x{self.context}; validation Dice {dice}"
+            f"{self.architecture or 'unknown architecture'} trained on {sites}{synthetic}; "
+            f"input {self.size}x{self.size}x{self.context}; validation Dice {dice}"
         )
 
 

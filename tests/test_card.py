@@ -20,6 +20,7 @@ from napari_kdseg.card import (
 )
 from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.preprocess import PreprocessConfig
+from napari_kdseg.data.provenance import SiteData
 from napari_kdseg.training.config import TrainConfig
 
 WHERE = Path("runs/enet/enet.json")
@@ -149,6 +150,17 @@ def broken(**changes: Any) -> dict[str, Any]:
         (broken(training=[]), "unusable 'training': expected an object, got a list"),
         (broken(software="3.0"), "unusable 'software': expected an object, got a string"),
         (broken(export=[]), "unusable 'export': expected an object, got a list"),
+        (broken(training_data={"A": 3}), "unusable 'training_data': expected a list"),
+        (broken(training_data=["A"]), "unusable 'training_data': expected objects"),
+        (
+            broken(training_data=[{"site": "A", "origin": "made up", "cases": 3, "labelled": 3}]),
+            "each site needs a name and an origin ('synthetic' or 'real')",
+        ),
+        (
+            broken(training_data=[{"site": "A", "origin": "real", "cases": -1, "labelled": 0}]),
+            "'cases' and 'labelled' must be counts",
+        ),
+        (broken(teacher_model="taps"), "unusable 'teacher_model': expected an object"),
     ],
 )
 def test_every_problem_names_the_file(data: Any, problem: str) -> None:
@@ -232,6 +244,17 @@ PLACEMENT = {"strategy": "default", "replicas": 1, "mixed_precision": False}
 SOFTWARE = {"napari_kdseg": "0.1.0", "keras": "3.0.0", "backend": "tensorflow"}
 
 
+TRAINING_DATA = [SiteData("A", "synthetic", 3, 3), SiteData("B", "real", 2, 0)]
+KERAS_TEACHER = {
+    "kind": "keras",
+    "description": "unetpp (Keras)",
+    "architecture": "unetpp",
+    "file": "runs/unetpp/unetpp.keras",
+    "file_blake2b": "0" * 32,
+    "precomputed": False,
+}
+
+
 def expected_training_card(teacher: str | None, losses: dict[str, Any]) -> dict[str, Any]:
     """What training writes, spelled out (``training`` adds to the config's own JSON)."""
     return {
@@ -252,7 +275,12 @@ def expected_training_card(teacher: str | None, losses: dict[str, Any]) -> dict[
         },
         "class_names": ["background", "prostate"],
         "training_sites": ["A", "B"],
+        "training_data": [
+            {"site": "A", "origin": "synthetic", "cases": 3, "labelled": 3},
+            {"site": "B", "origin": "real", "cases": 2, "labelled": 0},
+        ],
         "teacher": teacher,
+        "teacher_model": None if teacher is None else KERAS_TEACHER,
         "losses": losses,
         "metrics": {
             "best_val_dice": 0.75,
@@ -270,8 +298,9 @@ TEACHERS = [None, Path("runs/unetpp/unetpp.keras")]
 @pytest.mark.parametrize("teacher", TEACHERS)
 def test_the_training_card_is_what_training_writes(teacher: Path | None) -> None:
     card = ModelCard.for_training(
-        CONFIG, ["A", "B"], teacher, HISTORY, 0.75, 12.34, 4, 8, PLACEMENT, SOFTWARE
-    )
+        CONFIG, ["A", "B"], teacher, HISTORY, 0.75, 12.34, 4, 8, PLACEMENT, SOFTWARE,
+        TRAINING_DATA, None if teacher is None else KERAS_TEACHER,
+    )  # fmt: skip
     lambdas = CONFIG.distillation.lambdas
     losses = {"segmentation": "dice+ce"}
     if teacher is not None:
@@ -279,3 +308,28 @@ def test_the_training_card_is_what_training_writes(teacher: Path | None) -> None
     expected = expected_training_card(None if teacher is None else str(teacher), losses)
     assert dumped(card.to_json()) == dumped(expected)
     assert ModelCard.parse(dumped(expected), WHERE) == card
+    assert card.training_data == tuple(TRAINING_DATA)
+    assert not card.synthetic_only  # site B is real
+
+
+def test_a_card_says_when_its_model_saw_synthetic_scans_only() -> None:
+    synthetic = [{"site": s, "origin": "synthetic", "cases": 4, "labelled": 4} for s in "AB"]
+    card = ModelCard.from_json(TRAINED | {"training_data": synthetic}, WHERE)
+    assert card.synthetic_only
+    assert card.training_data == (
+        SiteData("A", "synthetic", 4, 4),
+        SiteData("B", "synthetic", 4, 4),
+    )
+    mixed = [*synthetic, {"site": "dicom", "origin": "real", "cases": 2, "labelled": 0}]
+    assert not ModelCard.from_json(TRAINED | {"training_data": mixed}, WHERE).synthetic_only
+
+
+def test_cards_older_than_the_data_record_still_read() -> None:
+    """Cards written before ``training_data`` and ``teacher_model`` existed: read, written
+    back unchanged, and not called synthetic (they do not say)."""
+    card = ModelCard.from_json(TRAINED | {"teacher": "runs/unetpp/unetpp.keras"}, WHERE)
+    assert card.training_data is None
+    assert card.teacher_model is None
+    assert not card.synthetic_only
+    assert "training_data" not in card.to_json()
+    assert "teacher_model" not in card.to_json()

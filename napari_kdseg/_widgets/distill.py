@@ -1,7 +1,8 @@
 """Distillation panel: train a teacher and a student leave-one-site-out, watch it, cancel it.
 
-Thin Qt glue over :mod:`napari_kdseg.jobs`: the settings become a ``kdseg loso`` command
-(:mod:`napari_kdseg.jobs.plan`) run as a child process (:mod:`napari_kdseg.jobs.child`), whose
+Thin Qt glue over :mod:`napari_kdseg.jobs`: the settings become a ``kdseg loso`` command (or,
+from TAPS or with a folder of scans without masks, one ``kdseg distill``;
+:mod:`napari_kdseg.jobs.plan`) run as a child process (:mod:`napari_kdseg.jobs.child`), whose
 JSON-lines events a timer on the GUI thread drains into :class:`~napari_kdseg.jobs.progress.
 LosoProgress` and shows. The viewer process never imports TensorFlow, stays responsive (the
 GUI thread only empties a queue) and survives whatever happens to the child.
@@ -52,12 +53,13 @@ from napari_kdseg.jobs.plan import (
     TARGET_ROLE,
     DistillationSettings,
     dataset_root_of,
-    loso_argv,
+    job_argv,
     site_roles,
     validate,
 )
 from napari_kdseg.jobs.progress import LosoProgress, format_seconds
 from napari_kdseg.library import library_dir
+from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
 
 #: Milliseconds between two drains of the child's events.
 POLL_MS = 100
@@ -66,6 +68,7 @@ EVENTS_PER_POLL = 500
 #: Lines kept in the panel's log view.
 LOG_VIEW_LINES = 400
 TEACHER_FILE_ITEM = "trained teacher file…"
+TAPS_ITEM = "TAPS (trained on real prostate MRI)"
 RUNS_FOLDER = Path.home() / "kdseg-runs"
 PRESET_LABELS = {"cpu": "CPU (small, quick)", "paper": "paper (384 px, 100 epochs)"}
 _ERROR_COLOUR = "#ff6b6b"
@@ -167,9 +170,17 @@ class DistillationPanel(QWidget):
         self.teacher_combo = QComboBox()
         for name, label in TEACHERS.items():
             self.teacher_combo.addItem(label, name)
+        self.teacher_combo.addItem(TAPS_ITEM, TAPS)
+        self.teacher_combo.setItemData(
+            self.teacher_combo.count() - 1, TAPS_PROVENANCE, Qt.ItemDataRole.ToolTipRole
+        )
         self.teacher_combo.addItem(TEACHER_FILE_ITEM, None)
         self.teacher_combo.currentIndexChanged.connect(self._on_teacher_changed)
         form.addRow("Teacher", self.teacher_combo)
+        self.taps_label = QLabel(f"TAPS: {TAPS_PROVENANCE}. It gives no features, so KMM is off.")
+        self.taps_label.setWordWrap(True)
+        self.taps_label.setVisible(False)
+        form.addRow("", self.taps_label)
         self.teacher_file_edit = QLineEdit()
         self.teacher_file_edit.setPlaceholderText("teacher.keras trained without the target site")
         self.teacher_file_edit.editingFinished.connect(self._update_plan)
@@ -209,6 +220,15 @@ class DistillationPanel(QWidget):
             losses.addWidget(spin, row, 1)
             self.loss_checks[spec.name], self.lambda_spins[spec.name] = check, spin
         form.addRow("Losses", losses)
+
+        self.unlabelled_edit = QLineEdit()
+        self.unlabelled_edit.setPlaceholderText("optional: a folder of scans without masks")
+        self.unlabelled_edit.setToolTip(
+            "Scans without masks (a folder of DICOM series, say) that train the student "
+            "through the distillation losses; needs TAPS or a trained teacher file"
+        )
+        self.unlabelled_edit.editingFinished.connect(self._update_plan)
+        form.addRow("Unlabelled scans", _with_button(self.unlabelled_edit, self._choose_unlabelled))
         return group
 
     def _build_training_group(self) -> QGroupBox:
@@ -408,7 +428,13 @@ class DistillationPanel(QWidget):
     # ------------------------------------------------------------------ settings
 
     def _on_teacher_changed(self, *_: Any) -> None:
-        self.teacher_file_row.setVisible(self.teacher_combo.currentData() is None)
+        teacher = self.teacher_combo.currentData()
+        self.teacher_file_row.setVisible(teacher is None)
+        self.taps_label.setVisible(teacher == TAPS)
+        if teacher == TAPS:  # TAPS gives no features: the terms reading them go off
+            for name, check in self.loss_checks.items():
+                if terms.get(name).needs_teacher_features:
+                    check.setChecked(False)
         self._on_models_changed()
 
     def _on_models_changed(self, *_: Any) -> None:
@@ -450,6 +476,7 @@ class DistillationPanel(QWidget):
         teacher = self.teacher_combo.currentData()
         teacher_file = self.teacher_file_edit.text().strip()
         library = self.library_edit.text().strip()
+        unlabelled = self.unlabelled_edit.text().strip()
         return DistillationSettings(
             dataset=self.dataset.root if self.dataset is not None else Path(),
             target=self.target_combo.currentText(),
@@ -467,6 +494,7 @@ class DistillationPanel(QWidget):
             size=self.size_spin.value(),
             width=self.width_spin.value() or None,
             library=Path(library).expanduser() if library else None,
+            unlabelled=(Path(unlabelled).expanduser(),) if unlabelled else (),
         )
 
     def _update_plan(self, *_: Any) -> None:
@@ -484,6 +512,14 @@ class DistillationPanel(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Trained teacher", "", "Keras model (*.keras)")
         if path:
             self.teacher_file_edit.setText(path)
+            self._update_plan()
+
+    def _choose_unlabelled(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Scans without masks", self.unlabelled_edit.text()
+        )
+        if folder:
+            self.unlabelled_edit.setText(folder)
             self._update_plan()
 
     def _choose_run_folder(self) -> None:
@@ -513,7 +549,7 @@ class DistillationPanel(QWidget):
         if not checked.ok:
             show_error("Cannot start: " + "; ".join(checked.errors))
             return
-        self.job = ChildJob(loso_argv(settings), settings.run_folder)
+        self.job = ChildJob(job_argv(settings), settings.run_folder)
         self.progress = LosoProgress()
         self._shown_revision = -1
         self.results_table.setRowCount(0)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -73,6 +73,8 @@ class SegmentationOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     runtime: str = ""
     model: SegmentationModel | None = None
+    #: sentences the user must read beside the result (a model meeting scans unlike its own)
+    warnings: list[str] = field(default_factory=list)
 
 
 def volume_from_layer(layer: Layer) -> Volume:
@@ -95,7 +97,11 @@ def volume_from_layer(layer: Layer) -> Volume:
     else:
         affine = affine_from_scale(layer.scale, layer.translate, array.ndim)
     source = geometry.get("source") or None
-    return Volume(array=array, affine=affine, source=Path(source) if source else None)
+    # The reader's format travels too: it tells a phantom case made in memory from a scan.
+    metadata = {"format": geometry["format"]} if geometry.get("format") else {}
+    return Volume(
+        array=array, affine=affine, source=Path(source) if source else None, metadata=metadata
+    )
 
 
 def segment_layer_volume(
@@ -106,7 +112,7 @@ def segment_layer_volume(
 ) -> SegmentationOutcome:
     """Load the ONNX model (unless given) and segment ``scan``; runs in a worker thread."""
     from napari_kdseg.inference.onnx_runtime import load_onnx
-    from napari_kdseg.inference.segment import segment
+    from napari_kdseg.inference.segment import scan_warnings, segment
 
     seconds: dict[str, float] = {}
     if model is None:
@@ -114,7 +120,10 @@ def segment_layer_volume(
         model = load_onnx(model_path, threads=inference_threads())
         seconds["load model"] = time.perf_counter() - started
     result = segment(scan, model, tta=tta)
-    return SegmentationOutcome(result.labels, seconds | result.seconds, model.runtime, model)
+    warnings = scan_warnings(model.model_card, scan)
+    return SegmentationOutcome(
+        result.labels, seconds | result.seconds, model.runtime, model, warnings
+    )
 
 
 def inference_threads() -> int:
@@ -422,10 +431,13 @@ class SegmentationPanel(QWidget):
                 metadata=metadata,
                 opacity=0.5,
             )
+        warnings = "".join(f"\n⚠ {warning}" for warning in outcome.warnings)
         self.timing_label.setText(
             f"{layer.name}: {int(outcome.labels.sum())} voxels · {format_seconds(outcome.seconds)}"
-            f"\n{outcome.runtime}"
+            f"\n{outcome.runtime}{warnings}"
         )
+        for warning in outcome.warnings:
+            show_warning(warning)
         self.prediction_combo.setCurrentText(layer.name)
         truth = f"{image.name} prostate"
         if truth in self.viewer.layers:

@@ -123,7 +123,7 @@ def _segment(args: argparse.Namespace) -> int:
     from napari_kdseg.data.io import read_volume, write_labels
     from napari_kdseg.data.layout import is_nifti
     from napari_kdseg.inference.loading import load_model
-    from napari_kdseg.inference.segment import segment
+    from napari_kdseg.inference.segment import scan_warnings, segment
 
     if not is_nifti(args.out):
         raise ValueError(f"--out {args.out} must end in .nii or .nii.gz")
@@ -147,6 +147,7 @@ def _segment(args: argparse.Namespace) -> int:
     seconds["read"] = time.perf_counter() - pipeline_started
     if truth is not None:
         _check_same_grid(args.gt, truth, scan)
+    warnings = scan_warnings(model.model_card, scan)
     result = segment(scan, model, batch_size=SLICES_PER_STEP, tta=args.tta)
     seconds |= result.seconds
     started = time.perf_counter()
@@ -164,6 +165,7 @@ def _segment(args: argparse.Namespace) -> int:
         "tta": args.tta,
         "foreground_voxels": int(result.labels.sum()),
         "seconds": {key: round(value, 4) for key, value in seconds.items()},
+        "warnings": warnings,
     }
     if truth is not None:
         from napari_kdseg.evaluation.metrics import score
@@ -188,6 +190,8 @@ def _check_same_grid(path: Path, truth: Volume, scan: Volume) -> None:
 
 
 def _print_segment_report(report: dict[str, Any]) -> None:
+    for warning in report["warnings"]:
+        print(f"Warning: {warning}")
     shape = " x ".join(map(str, report["shape"]))
     print(f"segmented {report['input']} ({shape}) -> {report['out']}")
     print(f"runtime: {report['runtime']}" + (", flip TTA (3 passes)" if report["tta"] else ""))

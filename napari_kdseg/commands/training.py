@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
 from napari_kdseg.commands.console import add_event_output_arguments
 from napari_kdseg.distillation import terms
+from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
 
 if TYPE_CHECKING:
     from napari_kdseg.data.datasets import Dataset
@@ -24,14 +25,47 @@ def register(commands: Subcommands) -> None:
     train.set_defaults(run=_train)
 
     distill = commands.add_parser(
-        "distill", help="train a student from a trained teacher (.keras) with AAM/KMM/LM"
+        "distill",
+        help="train a student from a teacher (a trained .keras, or TAPS) with AAM/KMM/LM",
+        description="Train a student from a teacher. The training sites may mix scans with "
+        "masks and scans without (a folder of DICOM series, say): those without train through "
+        "the distillation losses only, and the validation Dice comes from the scans with masks.",
     )
     _training_arguments(distill)
-    distill.add_argument("--teacher", type=Path, required=True, help="trained teacher .keras")
-    add_losses_argument(
-        distill, "+", "distillation losses to switch on (default the paper's three)"
+    distill.add_argument(
+        "--teacher",
+        required=True,
+        metavar="TEACHER",
+        help=f"a trained teacher .keras, or '{TAPS}' for TAPS, {TAPS_PROVENANCE}. "
+        "TAPS runs once per scan before training (about 30 s a scan on one core), its "
+        "predictions are cached; it gives no features, so KMM is off with it",
     )
+    distill.add_argument(
+        "--precompute-teacher",
+        action="store_true",
+        help="run a .keras teacher once per scan before training and cache its predictions, "
+        "instead of at every step (faster; the teacher then sees the scans un-augmented and "
+        "gives no features, so KMM is off). TAPS is always precomputed",
+    )
+    distill.add_argument(
+        "--unlabelled",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="FOLDER",
+        help="more training scans from other folders, used without masks (a folder of DICOM "
+        "series, or of scans): every site found there trains through the distillation "
+        "losses, beside the dataset's sites; --sites and --exclude do not apply to them",
+    )
+    add_losses_argument(
+        distill,
+        "+",
+        "distillation losses to switch on (default the paper's three; with TAPS or "
+        "--precompute-teacher, those that need no teacher features: LM and AAM)",
+    )
+    distill.set_defaults(losses=None)  # None: chosen once the teacher is known
     add_lambdas_argument(distill)
+    add_export_argument(distill)
     distill.set_defaults(run=_distill)
 
 
@@ -85,6 +119,17 @@ def add_lambdas_argument(parser: argparse.ArgumentParser) -> None:
         help=f"weights of the {', '.join(spec.short_name for spec in specs)} losses (default: "
         "the preset's; the paper's are "
         f"{' '.join(f'{spec.default_weight:g}' for spec in specs)})",
+    )
+
+
+def add_export_argument(parser: argparse.ArgumentParser) -> None:
+    """``--export-to``: a model library folder the trained student is exported to (ONNX)."""
+    parser.add_argument(
+        "--export-to",
+        type=Path,
+        metavar="LIBRARY",
+        help="model library folder: export the trained student there as ONNX, ready for "
+        "kdseg segment and the segmentation panel",
     )
 
 
@@ -169,16 +214,100 @@ def _train(args: argparse.Namespace) -> int:
 def _distill(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from napari_kdseg.data.datasets import with_unlabelled
     from napari_kdseg.training.run import distill
 
+    teacher = _teacher_spec(args.teacher)
+    logits_only = teacher == TAPS or args.precompute_teacher
     config, sites, dataset = _train_config(args)
+    if args.unlabelled:
+        dataset, extra = with_unlabelled(dataset, args.unlabelled)
+        sites += extra
     distillation = config.distillation
     if args.lambdas:
         distillation = dataclasses.replace(distillation, lambdas=lambdas_from_arguments(args))
-    distillation = distillation.only(args.losses)
+    distillation = distillation.only(_losses(args.losses, teacher, logits_only))
     config = dataclasses.replace(config, distillation=distillation)
-    result = distill(dataset, sites, config, args.teacher, args.out, _run_options(args))
-    return EXIT_STOPPED if result.stopped else EXIT_OK
+    if teacher == TAPS:
+        _check_taps_installed()
+    result = distill(
+        dataset, sites, config, teacher, args.out, _run_options(args),
+        precompute=args.precompute_teacher,
+    )  # fmt: skip
+    if result.stopped:
+        return EXIT_STOPPED
+    if args.export_to is not None and result.model_path is not None:
+        short = terms.short_names()
+        variant = "+" + " + ".join(sorted(short[name] for name in distillation.enabled))
+        teacher_name = TAPS if teacher == TAPS else Path(teacher).stem
+        fields = {"model": config.model, "variant": variant, "teacher": teacher_name}
+        _export_student(result.model_path, args.export_to, args.out, fields)
+    return EXIT_OK
+
+
+def _teacher_spec(given: str) -> str | Path:
+    """``taps``, or an existing ``.keras`` file; a ValueError in words otherwise, before
+    anything heavy is loaded."""
+    if given.lower() == TAPS:
+        return TAPS
+    path = Path(given).expanduser()
+    if path.suffix != ".keras" or not path.is_file():
+        raise ValueError(
+            f"--teacher {given}: expected an existing .keras teacher written by kdseg train, "
+            f"or '{TAPS}'"
+        )
+    return path
+
+
+def _check_taps_installed() -> None:
+    """TAPS's model file is there, or a ValueError saying how to install it."""
+    from napari_kdseg.teachers.taps import TapsNotInstalledError, taps_model_path
+
+    try:
+        taps_model_path()
+    except TapsNotInstalledError as error:
+        raise ValueError(f"--teacher {TAPS}: {error}") from error
+
+
+def _losses(given: list[str] | None, teacher: str | Path, logits_only: bool) -> list[str]:
+    """The distillation terms to switch on: those given, else the paper's (less those that
+    read the teacher's features when the teacher gives only its predictions)."""
+    if given is None:
+        chosen = list(terms.PAPER_TERMS)
+        if logits_only:
+            chosen = [name for name in chosen if not terms.get(name).needs_teacher_features]
+        return chosen
+    specs = [terms.get(name) for name in given]
+    needing = [spec.short_name for spec in specs if spec.needs_teacher_features]
+    if logits_only and needing:
+        who = (
+            "TAPS gives its predictions only, no features"
+            if teacher == TAPS
+            else "a precomputed teacher (--precompute-teacher) gives its predictions only, "
+            "no features"
+        )
+        usable = " ".join(
+            name for name in terms.names() if not terms.get(name).needs_teacher_features
+        )
+        raise ValueError(
+            f"{' and '.join(needing)} needs the teacher's features, and {who}; leave "
+            f"{' and '.join(needing)} out (for example --losses {usable})"
+        )
+    return given
+
+
+def _export_student(model_path: Path, library: Path, out: Path, fields: dict[str, str]) -> Path:
+    """Export the trained student into ``library`` as ``<out folder name>.onnx`` (a free
+    name: nothing there is replaced) and announce it with an ``exported`` event."""
+    from napari_kdseg.core.atomic import free_name
+    from napari_kdseg.core.events import emit
+    from napari_kdseg.export import export_onnx
+
+    library.mkdir(parents=True, exist_ok=True)
+    path = free_name(library / f"{out.resolve().name}.onnx")
+    report = export_onnx(model_path, path)
+    emit("exported", path=str(path), max_abs_difference=report.max_abs_difference, **fields)
+    return path
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:

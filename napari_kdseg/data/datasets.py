@@ -25,6 +25,7 @@ knows them); :mod:`napari_kdseg.data.survey` opens files.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,35 @@ def discover(root: str | Path) -> Dataset:
             "such cases directly in this folder",
         )
     return Dataset(root=root, sites=tuple(sites), problems=tuple(problems))
+
+
+def with_unlabelled(dataset: Dataset, folders: Sequence[str | Path]) -> tuple[Dataset, list[str]]:
+    """``dataset`` with the sites found in each of ``folders`` added as unlabelled sites (their
+    masks, if any, are not used), and the names of the sites added.
+
+    A distillation can learn from scans without masks held in a folder apart from the
+    labelled dataset (a folder of DICOM series, say). A site name met twice is refused: site
+    names key the cases, the caches' messages and the model card.
+    """
+    sites = list(dataset.sites)
+    problems = list(dataset.problems)
+    added: list[str] = []
+    for folder in folders:
+        found = discover(folder)
+        for site in found.sites:
+            taken = next((other for other in sites if other.name == site.name), None)
+            if taken is not None:
+                raise DatasetError(
+                    site.path,
+                    f"site name {site.name!r} is also the name of {taken.path}; rename one "
+                    "of the two folders",
+                )
+            cases = tuple(dataclasses.replace(case, label=None) for case in site.cases)
+            sites.append(dataclasses.replace(site, cases=cases))
+            added.append(site.name)
+        problems += [p for p in found.problems if p.severity == "error"]
+    merged = Dataset(root=dataset.root, sites=tuple(sites), problems=tuple(problems))
+    return merged, added
 
 
 def _entries(folder: Path) -> list[Path]:

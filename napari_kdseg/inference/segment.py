@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from napari_kdseg.card import SYNTHETIC_ONLY_WARNING, ModelCard
 from napari_kdseg.data.preprocess import Geometry, prepare_volume, stack_context
+from napari_kdseg.data.provenance import is_phantom_scan
 from napari_kdseg.data.volume import Volume
 from napari_kdseg.inference.model import SegmentationModel
 from napari_kdseg.inference.postprocess import largest_connected_component
@@ -24,6 +26,14 @@ class Segmentation:
 
     labels: npt.NDArray[np.uint8]
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def scan_warnings(card: ModelCard, scan: Volume) -> list[str]:
+    """What whoever reads the mask must know, in a clinician's words: a model trained only on
+    synthetic scans applied to a real one (a scan that is not a phantom case)."""
+    if card.synthetic_only and not is_phantom_scan(scan.metadata, scan.source):
+        return [SYNTHETIC_ONLY_WARNING]
+    return []
 
 
 def softmax(logits: npt.NDArray[np.float32], axis: int = -1) -> npt.NDArray[np.float32]:

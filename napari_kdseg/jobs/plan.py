@@ -1,4 +1,12 @@
-"""What the distillation panel asks for, checked, and the ``kdseg loso`` command that does it.
+"""What the distillation panel asks for, checked, and the ``kdseg`` command that does it.
+
+A teacher trained in the run (or a trained teacher file) goes through ``kdseg loso``: teacher,
+student alone and distilled student, each scored on the unseen target site. TAPS, a teacher
+trained on real MRI elsewhere, has no place in that grid (it is not trained or scored here),
+and ``loso`` takes no scans without masks; so a run from TAPS, or one given a folder of
+unlabelled scans, goes through ``kdseg distill`` instead (:func:`distill_argv`): one distilled
+student, trained without the target site and exported to the library, where the
+segmentation panel or ``kdseg evaluate`` scores it.
 
 Qt-free and Keras-free: the presets come from :mod:`napari_kdseg.training.config`, the
 model names from :mod:`napari_kdseg.architectures` and the distillation terms from
@@ -15,6 +23,7 @@ from napari_kdseg.architectures import STUDENTS, TEACHERS
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.distillation import terms
 from napari_kdseg.jobs.child import python_command
+from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
 from napari_kdseg.training import config as training_config
 
 TRAINING_ROLE = "training: teacher + student"
@@ -94,10 +103,21 @@ class DistillationSettings:
     width: float | None = None
     library: Path | None = None
     cache_dir: Path | None = None
+    unlabelled: tuple[Path, ...] = ()
 
     @property
     def preset_values(self) -> PresetValues:
         return PRESETS[self.preset]
+
+    @property
+    def from_taps(self) -> bool:
+        return self.teacher_file is None and self.teacher == TAPS
+
+    @property
+    def single_student(self) -> bool:
+        """Whether the run is one ``kdseg distill`` (TAPS, or unlabelled scans) rather than
+        the ``kdseg loso`` grid."""
+        return self.from_taps or bool(self.unlabelled)
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,54 @@ class Validation:
 # Steps between progress events: enough points for the panel's loss curve even with the
 # few steps per epoch of a small dataset, few enough to keep the pipe quiet.
 PROGRESS_EVERY = 2
+
+
+def job_argv(settings: DistillationSettings) -> list[str]:
+    """The command the panel runs for ``settings``: :func:`distill_argv` for a run from TAPS
+    or with unlabelled scans, :func:`loso_argv` otherwise."""
+    return distill_argv(settings) if settings.single_student else loso_argv(settings)
+
+
+def distill_argv(settings: DistillationSettings) -> list[str]:
+    """``python -m napari_kdseg distill ...``: the student distilled from TAPS (or a teacher
+    file) on every site but the target, plus the unlabelled folders, exported to the library."""
+    teacher = TAPS if settings.from_taps else str(settings.teacher_file)
+    argv = python_command(
+        "distill",
+        str(settings.dataset),
+        "--exclude",
+        settings.target,
+        "--teacher",
+        teacher,
+        "--model",
+        settings.student,
+        "--out",
+        str(settings.run_folder / f"{settings.student}-from-{Path(teacher).stem}"),
+        "--preset",
+        settings.preset,
+        "--progress-every",
+        str(PROGRESS_EVERY),
+        "--json",
+    )
+    if settings.unlabelled:
+        argv += ["--unlabelled", *(str(folder) for folder in settings.unlabelled)]
+    argv += ["--losses", *settings.losses]
+    if settings.lambdas is not None:
+        argv += ["--lambdas", *(f"{weight:g}" for weight in settings.lambdas)]
+    options = {
+        # one training: the student's
+        "--epochs": settings.student_epochs or settings.epochs,
+        "--batch-size": settings.batch_size,
+        "--learning-rate": settings.learning_rate,
+        "--size": settings.size,
+        "--width": settings.width,
+        "--export-to": settings.library,
+        "--cache-dir": settings.cache_dir,
+    }
+    for option, value in options.items():
+        if value is not None:
+            argv += [option, f"{value:g}" if isinstance(value, float) else str(value)]
+    return argv
 
 
 def loso_argv(settings: DistillationSettings) -> list[str]:
@@ -253,8 +321,35 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
                 f"the teacher is taken from {settings.teacher_file.name}; it should not have "
                 f"seen site {settings.target}"
             )
+    elif settings.from_taps:
+        notes.append(f"the teacher is TAPS: {TAPS_PROVENANCE}")
+        needing = [
+            terms.get(name).short_name
+            for name in settings.losses
+            if name in terms.names() and terms.get(name).needs_teacher_features
+        ]
+        if needing:
+            errors.append(
+                f"switch {' and '.join(needing)} off: it needs the teacher's features, and "
+                "TAPS gives its predictions only"
+            )
     elif settings.teacher not in TEACHERS:
         errors.append(f"unknown teacher {settings.teacher!r}; choose {', '.join(TEACHERS)}")
+    elif settings.unlabelled:
+        errors.append(
+            "scans without masks need a ready teacher (TAPS or a trained teacher file): a "
+            "teacher trained in this run learns from scans with masks only"
+        )
+    for folder in settings.unlabelled:
+        if not folder.is_dir():
+            errors.append(f"unlabelled scans: {folder} is not a folder")
+    if settings.single_student:
+        notes.append(
+            f"one student is distilled on every site but {settings.target or 'the target'}"
+            + (" and the unlabelled scans" if settings.unlabelled else "")
+            + ", then exported to the model library; score it on the target with the "
+            "Segmentation panel or kdseg evaluate"
+        )
     if settings.student not in STUDENTS:
         errors.append(f"unknown student {settings.student!r}; choose {', '.join(STUDENTS)}")
     if settings.preset not in PRESETS:

@@ -79,9 +79,10 @@ class LosoProgress:
 
     @property
     def fraction(self) -> float:
-        """Share of the run's trainings done, 0..1 (evaluation and export not counted)."""
+        """Share of the run's trainings done, 0..1 (evaluation and export not counted); a
+        single training (``kdseg distill``, no ``cell`` events) counts as one cell."""
         if not self.cells:
-            return 0.0
+            return min(1.0, self.within_cell)
         return min(1.0, (self.cell_number - 1 + self.within_cell) / self.cells)
 
     def overall_eta_s(self, now: float | None = None) -> float | None:
@@ -119,6 +120,8 @@ class LosoProgress:
         )
 
     def _on_start(self, fields: dict[str, Any]) -> None:
+        if self._started is None:  # a single training has no cell event to start the clock
+            self._started = float(fields.get("time") or time.time())
         self.device = str(fields.get("device") or "unknown")
         resumed_from = int(fields.get("initial_epoch") or 0)
         epochs = int(fields.get("epochs") or 1)
@@ -156,7 +159,15 @@ class LosoProgress:
 
     def _on_done(self, fields: dict[str, Any]) -> None:
         self.within_cell, self.stage_eta_s = 1.0, 0.0
+        if not self.cells:
+            self.stage = "training done; exporting the student"
+            return
         self.stage = f"{self._cell_prefix()}: scoring on target {self._cell.get('target')}"
+
+    def _on_stage_done(self, fields: dict[str, Any]) -> None:
+        # TAPS's maps take about 30 s a scan before training starts: say when they are ready
+        stage = str(fields.get("stage") or "preparation")
+        self.stage = f"{self._cell_prefix()}: {stage} ready"
 
     def _on_cell_done(self, fields: dict[str, Any]) -> None:
         self.within_cell = 1.0

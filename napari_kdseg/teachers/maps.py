@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -31,11 +31,10 @@ from napari_kdseg.data.datasets import Case
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.preprocess import PREPROCESS_VERSION, PreprocessConfig, prepare_probability
 from napari_kdseg.data.volume import Volume
+from napari_kdseg.teachers import TAPS, TAPS_DESCRIPTION, TAPS_PROVENANCE
 
 #: Bump when what is stored for a (scan, recipe, teacher) changes, so older entries are unused.
 TEACHER_MAPS_VERSION = 1
-#: The teacher spec that names TAPS (``distill(..., teacher_path="taps")``).
-TAPS = "taps"
 #: The version of the TAPS pipeline rebuilt in :mod:`napari_kdseg.teachers.taps`: bump when
 #: its output for the same model file changes.
 TAPS_PIPELINE_VERSION = 1
@@ -67,7 +66,8 @@ class SourceGridTeacher:
     in-plane resampling, linear).
 
     ``predict`` maps the scan to its foreground probability on the scan's own grid, array
-    order ``(k, j, i)`` as :class:`~napari_kdseg.data.volume.Volume`.
+    order ``(k, j, i)`` as :class:`~napari_kdseg.data.volume.Volume`. ``details`` describe
+    the teacher for the model card (JSON data).
     """
 
     def __init__(
@@ -75,10 +75,12 @@ class SourceGridTeacher:
         name: str,
         identity: str,
         predict: Callable[[Volume], npt.NDArray[np.floating]],
+        details: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self._identity = identity
         self.predict = predict
+        self.details = dict(details or {})
 
     @property
     def identity(self) -> str:
@@ -115,7 +117,13 @@ def taps_teacher(
             session.append(TapsTeacher(path, threads=threads))
         return session[0](scan).probability
 
-    return SourceGridTeacher(TAPS, identity, predict)
+    details = {
+        "kind": TAPS,
+        "description": TAPS_DESCRIPTION,
+        "provenance": TAPS_PROVENANCE,
+        "model_blake2b": model_hash,
+    }
+    return SourceGridTeacher(TAPS, identity, predict, details)
 
 
 class TeacherMapCache:

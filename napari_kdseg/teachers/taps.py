@@ -26,10 +26,11 @@ from scipy.special import expit
 
 from napari_kdseg.data.volume import Volume
 from napari_kdseg.inference.onnx_runtime import CPU, open_session, session_options
+from napari_kdseg.teachers import TAPS_DISTRIBUTION, TAPS_VERSION
 from napari_kdseg.teachers import _taps_pipeline as steps
 
-DISTRIBUTION = "lavlab-taps"
-VERSION = "1.1.2"
+DISTRIBUTION = TAPS_DISTRIBUTION
+VERSION = TAPS_VERSION
 MODEL_FILE = "taps/resources/model_v1.onnx"
 INSTALL = f"pip install --no-deps {DISTRIBUTION}=={VERSION}"
 

@@ -16,6 +16,7 @@ predictions are computed once per scan through the teacher-map cache
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,12 +26,13 @@ from typing import Any
 import keras
 
 from napari_kdseg import __version__
-from napari_kdseg.card import CLASS_NAMES, ModelCard
+from napari_kdseg.card import CLASS_NAMES, ModelCard, ModelFileError
 from napari_kdseg.core.atomic import atomic_path, remove_stale_temporaries
 from napari_kdseg.core.errors import DatasetError, report_data_warnings
 from napari_kdseg.core.events import emit, muted
 from napari_kdseg.data.cache import PreparedCase, PreprocessCache
 from napari_kdseg.data.datasets import Case, Dataset, split_cases
+from napari_kdseg.data.provenance import SiteData, site_data
 from napari_kdseg.distillation.precomputed import KerasTeacherMaps
 from napari_kdseg.distillation.teacher import PrecomputedTeacher, Teacher
 from napari_kdseg.losses import SegmentationLoss
@@ -180,7 +182,7 @@ def distill(
     with strategy_scope(options.strategy, options.mixed_precision) as replicas:
         _refuse_finished_model(out, config.model, options.overwrite)
         keras.utils.set_random_seed(config.seed)  # before any weight is drawn
-        teacher, map_teacher = _teacher(teacher_path, config, precompute)
+        teacher, map_teacher, teacher_model = _teacher(teacher_path, config, precompute)
         student = _build(config)
         distiller = Distiller(
             teacher, student, config.distillation, SegmentationLoss(kind=config.segmentation_loss)
@@ -200,26 +202,54 @@ def distill(
             (DistillationRamp(distiller, ramp),) if ramp else (),
             unlabelled=True,
             map_teacher=map_teacher,
+            teacher_model=teacher_model,
         )
         return run.fit()
 
 
 def _teacher(
     spec: Path | str, config: TrainConfig, precompute: bool
-) -> tuple[Teacher | keras.Model, MapTeacher | None]:
-    """The Distiller's teacher for ``spec`` and, for a precomputed one, what computes its maps."""
+) -> tuple[Teacher | keras.Model, MapTeacher | None, dict[str, Any]]:
+    """The Distiller's teacher for ``spec``, what computes its maps for a precomputed one, and
+    its description for the model card."""
     shape = (config.preprocess.size, config.preprocess.size, config.preprocess.context)
     if str(spec) == TAPS:
-        return PrecomputedTeacher(len(CLASS_NAMES), shape, name=TAPS), taps_teacher()
+        taps = taps_teacher()
+        details = taps.details | {"precomputed": True}
+        return PrecomputedTeacher(len(CLASS_NAMES), shape, name=TAPS), taps, details
     model = keras.saving.load_model(spec, compile=False)
     ModelCard(preprocess=config.preprocess).check_input_shape(
         model.input_shape, Path(spec), what="teacher input"
     )
+    details = _keras_teacher_details(Path(spec), model, precompute)
     if not precompute:
-        return model, None
+        return model, None, details
     classes = int(model.output.shape[-1])
     teacher = PrecomputedTeacher(classes, shape, name=f"{model.name}_precomputed")
-    return teacher, KerasTeacherMaps(model, spec)
+    return teacher, KerasTeacherMaps(model, spec), details
+
+
+def _keras_teacher_details(path: Path, model: keras.Model, precompute: bool) -> dict[str, Any]:
+    """A ``.keras`` teacher for the card: its architecture (from its own card when it has
+    one), where it was trained, its file and the file's hash."""
+    try:
+        card: ModelCard | None = ModelCard.read_beside(path)
+    except ModelFileError:
+        card = None  # a teacher trained elsewhere may come without a card
+    architecture = (card.architecture if card is not None else None) or model.name
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "blake2b").hexdigest()[:32]
+    details: dict[str, Any] = {
+        "kind": "keras",
+        "description": f"{architecture} (Keras)",
+        "architecture": architecture,
+        "file": str(path),
+        "file_blake2b": digest,
+        "precomputed": precompute,
+    }
+    if card is not None and card.training_data is not None:
+        details["training_data"] = [site.to_json() for site in card.training_data]
+    return details
 
 
 def _build(config: TrainConfig) -> keras.Model:
@@ -295,6 +325,10 @@ class _Run:
     unlabelled: bool = False
     # A teacher whose predictions are computed ahead of training and carried in the batch.
     map_teacher: MapTeacher | None = None
+    # The teacher as the model card describes it.
+    teacher_model: dict[str, Any] | None = None
+    # Per site, the cases training used (set when the data is read), for the card.
+    training_data: tuple[SiteData, ...] = ()
 
     def fit(self) -> RunResult:
         _build_optimizer(self.trainer)
@@ -386,6 +420,15 @@ class _Run:
         cache = self.options.cache or PreprocessCache()
         train_cases, val_cases = load_split(
             self.dataset, self.sites, config, cache, unlabelled=self.unlabelled
+        )
+        used = [*train_cases, *val_cases]
+        self.training_data = tuple(
+            site_data(
+                site,
+                self.dataset.site(site).path,
+                [case.label is not None for case in used if case.site == site],
+            )
+            for site in self.sites
         )
         train_maps = val_maps = None
         if self.map_teacher is not None:
@@ -494,7 +537,7 @@ class _Run:
         }
         card = ModelCard.for_training(
             self.config, self.sites, self.teacher, history, best, seconds, steps_per_epoch,
-            steps, self.placement, software,
+            steps, self.placement, software, self.training_data, self.teacher_model,
         )  # fmt: skip
         card_path = card.write_beside(model_path)
         shutil.rmtree(target / "resume", ignore_errors=True)

@@ -8,8 +8,11 @@ a viewer that keeps answering while the child trains.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -283,3 +286,93 @@ def test_a_failing_child_shows_its_error(
     assert any("kdseg loso:" in message for message in errors_since(first))
     assert "kdseg loso:" in panel.log_view.toPlainText()
     assert panel.start_button.isEnabled()
+
+
+def test_taps_is_offered_with_its_provenance_and_plans_one_distill_job(
+    panel: DistillationPanel, tmp_path: Path
+) -> None:
+    """TAPS in the teacher list, said where it comes from; choosing it switches KMM off (it
+    gives no features) and makes the run one ``kdseg distill`` of the student, with the
+    folder of scans without masks as extra training data."""
+    from napari_kdseg.jobs.plan import job_argv
+
+    configure(panel, tmp_path / "run")
+    combo = panel.teacher_combo
+    index = combo.findData("taps")
+    assert combo.itemText(index) == "TAPS (trained on real prostate MRI)"
+    tooltip = combo.itemData(index, Qt.ItemDataRole.ToolTipRole)
+    assert "trained on real prostate MRI by its authors; MIT licence" in tooltip
+    assert "lavlab-taps 1.1.2" in tooltip
+    assert panel.loss_checks["kernel_matrix"].isChecked()
+    combo.setCurrentIndex(index)
+    assert panel.taps_label.isVisible()
+    assert "MIT licence" in panel.taps_label.text()
+    assert not panel.loss_checks["kernel_matrix"].isChecked()
+    unlabelled = tmp_path / "dicom"
+    unlabelled.mkdir()
+    panel.unlabelled_edit.setText(str(unlabelled))
+    panel.unlabelled_edit.editingFinished.emit()
+    assert panel.start_button.isEnabled(), panel.plan_label.text()
+    assert "the teacher is TAPS" in panel.plan_label.text()
+    assert "and the unlabelled scans" in panel.plan_label.text()
+    argv = job_argv(panel.settings())
+    assert argv[3:5] == ["distill", str(panel.dataset.root)]
+    assert argv[argv.index("--teacher") + 1] == "taps"
+    assert argv[argv.index("--unlabelled") + 1] == str(unlabelled)
+    assert argv[argv.index("--exclude") + 1] == "C"
+    assert "kernel_matrix" not in argv
+    # KMM switched back on is refused in words, and Start waits
+    panel.loss_checks["kernel_matrix"].setChecked(True)
+    assert not panel.start_button.isEnabled()
+    assert "switch KMM off" in panel.plan_label.text()
+
+
+@pytest.fixture
+def teacher_file(tmp_path: Path) -> Path:
+    """An untrained UNet++ teacher at the tiny run's grid, saved by a child process (this
+    process must not import TensorFlow)."""
+    path = tmp_path / "teacher" / "unetpp.keras"
+    path.parent.mkdir()
+    program = (
+        "import sys; from napari_kdseg.models import build_model; "
+        "build_model('unetpp', (32, 32, 3), 2, 0.125).save(sys.argv[1])"
+    )
+    subprocess.run([sys.executable, "-c", program, str(path)], check=True, timeout=300)
+    return path
+
+
+@pytest.mark.slow
+def test_a_teacher_file_with_unlabelled_scans_distils_one_student(
+    panel: DistillationPanel,
+    qtbot: Any,
+    tmp_path: Path,
+    teacher_file: Path,
+    dicom_series: list[Path],
+) -> None:
+    """The single-student path the panel takes for TAPS, run here with a Keras teacher file
+    (TAPS's maps would take minutes): ``kdseg distill`` with the DICOM folder as unlabelled
+    scans, one curve, the student exported to the library and its card saying it saw real
+    scans without masks."""
+    configure(panel, tmp_path / "run")
+    panel.teacher_combo.setCurrentIndex(panel.teacher_combo.count() - 1)
+    panel.teacher_file_edit.setText(str(teacher_file))
+    panel.teacher_file_edit.editingFinished.emit()
+    panel.unlabelled_edit.setText(str(dicom_series[0].parent))
+    panel.unlabelled_edit.editingFinished.emit()
+    assert panel.start_button.isEnabled(), panel.plan_label.text()
+    exported: list[str] = []
+    panel.model_exported.connect(exported.append)
+    panel.start()
+    qtbot.waitUntil(lambda: not panel.running, timeout=RUN_TIMEOUT_MS)
+    qtbot.wait(300)  # the last poll
+    assert panel.job is not None
+    assert panel.job.status is JobStatus.FINISHED, panel.job.outcome().message
+    assert panel.progress_bar.value() == panel.progress_bar.maximum()
+    assert [Path(path).name for path in exported] == ["enet-from-unetpp.onnx"]
+    card = json.loads((tmp_path / "run" / "enet-from-unetpp" / "enet.json").read_text())
+    assert card["training_data"] == [
+        {"site": "A", "origin": "synthetic", "cases": 2, "labelled": 2},
+        {"site": "B", "origin": "synthetic", "cases": 2, "labelled": 2},
+        {"site": "prostate3t_dicom", "origin": "real", "cases": 2, "labelled": 0},
+    ]
+    assert card["teacher_model"]["file"] == str(teacher_file)

@@ -266,3 +266,39 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     fmt = QImage.Format.Format_RGBA8888 if rgba.shape[-1] == 4 else QImage.Format.Format_RGB888
     image = QImage(rgba.data, width, height, rgba.strides[0], fmt)
     assert image.save(str(path)), f"could not write {path}"
+
+
+def test_a_model_of_the_phantom_alone_warns_on_a_real_scan_only(
+    qtbot: Any,
+    panel_in_viewer: tuple[Any, SegmentationPanel],
+    promise12_case: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    viewer, panel = panel_in_viewer
+    synthetic = [{"site": s, "origin": "synthetic", "cases": 2, "labelled": 2} for s in "AB"]
+    model = threshold_onnx(tmp_path / "phantom-only.onnx", training_data=synthetic)
+    panel.choose_model(model)
+    assert "(synthetic scans only)" in panel.card_label.text()
+    warning = (
+        "This model was trained only on synthetic scans; its output on a real scan is not reliable."
+    )
+
+    def warnings_since(start: int) -> list[str]:
+        return [
+            str(record.message)
+            for record in notification_manager.records[start:]
+            if record.severity == NotificationSeverity.WARNING
+        ]
+
+    start = len(notification_manager.records)
+    segment_and_wait(qtbot, panel)  # the phantom case made in memory
+    assert viewer.layers[PREDICTION].data.any()
+    assert warning not in panel.timing_label.text()
+    assert warnings_since(start) == []
+
+    viewer.open(str(promise12_case[0]), plugin="napari-kdseg")
+    real = next(layer.name for layer in viewer.layers if layer.name.startswith("Case00"))
+    panel.image_combo.setCurrentText(real)
+    segment_and_wait(qtbot, panel)
+    assert warning in panel.timing_label.text()
+    assert warnings_since(start) == [warning]

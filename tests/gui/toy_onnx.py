@@ -41,7 +41,11 @@ def centred_ellipse(size: int) -> np.ndarray:
 
 
 def threshold_onnx(
-    path: Path, size: int = TOY_SIZE, heavy_channels: int = 0, card_size: int | None = None
+    path: Path,
+    size: int = TOY_SIZE,
+    heavy_channels: int = 0,
+    card_size: int | None = None,
+    training_data: list[dict] | None = None,
 ) -> Path:
     """A thresholding stand-in for a trained student, so the panel mechanics are tested
     without TensorFlow.
@@ -55,7 +59,8 @@ def threshold_onnx(
     ``heavy_channels`` > 0 adds two 3x3 convolutions of that width whose output is scaled by
     1e-6 and added to the prostate logit: it leaves the prediction alone and makes inference
     cost about as much as a real student, for the responsiveness test. ``card_size`` writes
-    another grid size into the card than the graph has: a broken export.
+    another grid size into the card than the graph has: a broken export. ``training_data``
+    goes into the card as training writes it (where each site's scans came from).
     """
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, 3])
     logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", size, size, 2])
@@ -104,6 +109,8 @@ def threshold_onnx(
     if heavy_channels:
         architecture += f" (+{heavy_channels}-channel convolutions)"
     card = toy_card(card_size or size, architecture)
+    if training_data is not None:
+        card["training_data"] = training_data
     helper.set_model_props(model, {CARD_METADATA_KEY: json.dumps(card)})
     onnx.checker.check_model(model)
     onnx.save(model, path)

@@ -225,3 +225,58 @@ def test_segment_of_an_onnx_model_imports_no_tensorflow(
     verdict = json.loads(run.stdout.strip().splitlines()[-1])
     assert verdict == {"code": 0, "loaded": []}
     assert out.exists()
+
+
+SYNTHETIC_DATA = [{"site": "A", "origin": "synthetic", "cases": 4, "labelled": 4}]
+WARNING = (
+    "This model was trained only on synthetic scans; its output on a real scan is not reliable."
+)
+
+
+@pytest.fixture(scope="module")
+def phantom_trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in whose card says it learnt from the phantom alone."""
+    folder = tmp_path_factory.mktemp("synthetic-only")
+    return threshold_onnx(folder / "phantom-only.onnx", CARD | {"training_data": SYNTHETIC_DATA})
+
+
+def test_a_model_of_the_phantom_alone_warns_on_a_real_scan(
+    phantom_trained: Path,
+    promise12_case: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "mask.nii.gz"
+    code, text, _ = _segment(
+        [str(phantom_trained), str(promise12_case[0]), "--out", str(out)], capsys
+    )
+    assert code == 0
+    assert f"Warning: {WARNING}" in text
+    code, text, _ = _segment(
+        [str(phantom_trained), str(promise12_case[0]), "--out", str(out), "--overwrite", "--json"],
+        capsys,
+    )
+    assert json.loads(text)["warnings"] == [WARNING]
+
+
+def test_no_warning_on_a_phantom_case_or_for_a_card_that_does_not_say(
+    phantom_trained: Path,
+    model_file: Path,
+    promise12_case: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from napari_kdseg.data.phantom import generate_phantom
+
+    phantom = generate_phantom(tmp_path / "phantom", cases_per_site=1, size=32, sites="C")
+    out = tmp_path / "mask.nii.gz"
+    scan = phantom / "C" / "Case00.nii.gz"
+    code, text, _ = _segment([str(phantom_trained), str(scan), "--out", str(out), "--json"], capsys)
+    assert code == 0
+    assert json.loads(text)["warnings"] == []
+    # an older card, without the training data's origin, claims nothing either way
+    code, text, _ = _segment(
+        [str(model_file), str(promise12_case[0]), "--out", str(out), "--overwrite", "--json"],
+        capsys,
+    )
+    assert json.loads(text)["warnings"] == []

@@ -20,6 +20,7 @@ from napari_kdseg.jobs.plan import (
     DistillationSettings,
     SiteRole,
     dataset_root_of,
+    job_argv,
     loso_argv,
     site_roles,
     validate,
@@ -179,3 +180,56 @@ def test_presets_carry_their_distillation_weights() -> None:
         weights = training_config.PRESETS[name]("enet").distillation.lambdas
         assert values.lambdas == tuple(weights[spec.name] for spec in terms.registered())
     assert PRESETS["paper"].lambdas == (0.2, 0.9, 0.9)  # eq. 8 as published
+
+
+def test_a_run_from_taps_is_one_distill_job(tmp_path: Path) -> None:
+    """TAPS is not trained or scored in the leave-one-site-out grid: the panel distils one
+    student from it, on every site but the target plus the unlabelled scans, and exports it."""
+    unlabelled = tmp_path / "dicom"
+    settings = _settings(
+        tmp_path,
+        teacher="taps",
+        losses=("logits", "affinity"),
+        unlabelled=(unlabelled,),
+        student_epochs=3,
+        size=32,
+        library=tmp_path / "library",
+    )
+    argv = job_argv(settings)
+    assert argv[3] == "distill"
+    args = _parse(argv)
+    assert args.teacher == "taps"
+    assert args.exclude == ["B"]
+    assert args.model == "enet"
+    assert args.unlabelled == [unlabelled]
+    assert args.losses == ["logits", "affinity"]
+    assert (args.epochs, args.size, args.export_to) == (3, 32, tmp_path / "library")
+    assert args.out == tmp_path / "enet-from-taps"
+    assert args.json
+    # a trained teacher file with unlabelled scans goes the same way; without, through loso
+    teacher_file = tmp_path / "unetpp.keras"
+    with_file = dataclasses.replace(settings, teacher_file=teacher_file)
+    assert _parse(job_argv(with_file)).teacher == str(teacher_file)
+    assert job_argv(dataclasses.replace(with_file, unlabelled=()))[3] == "loso"
+
+
+def test_taps_and_unlabelled_scans_are_validated(phantom: Path, tmp_path: Path) -> None:
+    dataset = discover(phantom)
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    taps = _settings(tmp_path, dataset=phantom, target="C", teacher="taps")
+    checked = validate(taps, dataset)
+    assert checked.errors == [
+        "switch KMM off: it needs the teacher's features, and TAPS gives its predictions only"
+    ]
+    without_kmm = dataclasses.replace(taps, losses=("logits", "affinity"), unlabelled=(folder,))
+    checked = validate(without_kmm, dataset)
+    assert checked.ok
+    notes = " | ".join(checked.notes)
+    assert "trained on real prostate MRI by its authors; MIT licence" in notes
+    assert "lavlab-taps 1.1.2" in notes
+    assert "one student is distilled on every site but C and the unlabelled scans" in notes
+    in_run = dataclasses.replace(without_kmm, teacher="unetpp")
+    assert "scans without masks need a ready teacher" in " ".join(validate(in_run, dataset).errors)
+    missing = dataclasses.replace(without_kmm, unlabelled=(tmp_path / "nowhere",))
+    assert "is not a folder" in " ".join(validate(missing, dataset).errors)

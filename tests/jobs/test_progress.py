@@ -85,3 +85,21 @@ def test_labels_and_durations() -> None:
     assert format_seconds(42.4) == "42 s"
     assert format_seconds(200) == "3 min 20 s"
     assert format_seconds(3900) == "1 h 05 min"
+
+
+def test_a_single_training_without_cells() -> None:
+    """``kdseg distill`` (the panel's run from TAPS) streams no cell events."""
+    progress = LosoProgress()
+    progress.apply("stage_done", {"stage": "teacher maps", "computed": 3, "cached": 0})
+    assert progress.stage == "training: teacher maps ready"
+    progress.apply("start", {"time": 10.0, "epochs": 2, "initial_epoch": 0, "device": "cpu"})
+    progress.apply("step", {"epoch": 1, "step": 2, "steps": 4, "loss": 0.5})
+    assert progress.fraction == pytest.approx(0.25)
+    assert progress.stage == "training: training, epoch 1/2, step 2/4"
+    progress.apply("epoch", {"epoch": 2, "epochs": 2, "val_dice": 0.5})
+    progress.apply("done", {"best_val_dice": 0.5})
+    assert progress.fraction == 1.0
+    assert progress.stage == "training done; exporting the student"
+    progress.apply("exported", {"path": "/library/enet-from-taps.onnx"})
+    assert progress.exported == ["/library/enet-from-taps.onnx"]
+    assert progress.curves[0].dices == [0.5]

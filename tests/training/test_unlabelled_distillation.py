@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from keras import ops
 
+from napari_kdseg.card import ModelCard
+from napari_kdseg.cli import main
 from napari_kdseg.core.errors import DatasetError
 from napari_kdseg.core.events import captured
 from napari_kdseg.data.augment import AugmentConfig
@@ -19,6 +21,7 @@ from napari_kdseg.data.cache import PreparedCase, PreprocessCache
 from napari_kdseg.data.datasets import Dataset, discover
 from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.data.preprocess import PreprocessConfig, middle_extent
+from napari_kdseg.data.provenance import SiteData
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.models import build_model
 from napari_kdseg.training.config import DistillationConfig, TrainConfig
@@ -256,7 +259,11 @@ def test_distillation_mixes_labelled_and_unlabelled_sites(
 
 @pytest.mark.slow
 def test_distillation_from_precomputed_teacher_maps(
-    dataset: Dataset, teacher_file: Path, tmp_path: Path
+    dataset: Dataset,
+    teacher_file: Path,
+    tmp_path: Path,
+    promise12_case: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(
         ValueError, match=r"KMM needs the teacher's features .* 'unetpp_precomputed' does not give"
@@ -280,3 +287,25 @@ def test_distillation_from_precomputed_teacher_maps(
         for name in ("segmentation", "logits", "affinity", "val_logits", "val_dice"):
             assert all(np.isfinite(result.history[name])), name
         assert "kernel_matrix" not in result.history
+    # the card says what taught the student and on which scans
+    card = ModelCard.read_beside(result.model_path)
+    assert card.training_data == (
+        SiteData("A", "synthetic", 3, 3),
+        SiteData("B", "synthetic", 3, 0),
+    )
+    assert card.synthetic_only
+    assert card.teacher_model is not None
+    assert card.teacher_model["kind"] == "keras"
+    assert card.teacher_model["architecture"] == "unetpp"
+    assert card.teacher_model["precomputed"] is True
+    assert len(card.teacher_model["file_blake2b"]) == 32
+    # so kdseg segment warns when this phantom-trained student meets a real scan, not a phantom
+    warning = "This model was trained only on synthetic scans; its output on a real scan is not"
+    scans = {
+        "real": (promise12_case[0], True),
+        "phantom": (dataset.site("A").cases[0].image, False),
+    }
+    for name, (scan, warns) in scans.items():
+        out = tmp_path / f"{name}-mask.nii.gz"
+        assert main(["segment", str(result.model_path), str(scan), "--out", str(out)]) == 0
+        assert (warning in capsys.readouterr().out) is warns, scan

@@ -21,10 +21,11 @@ from napari_kdseg.data.nifti import write_nifti
 from napari_kdseg.data.phantom.acquisition import ImagedCase, acquire, plan_scan
 from napari_kdseg.data.phantom.anatomy import sample_pelvis
 from napari_kdseg.data.phantom.sites import SITES, SiteProtocol
+from napari_kdseg.data.provenance import PHANTOM_FORMAT, PHANTOM_MANIFEST
 from napari_kdseg.data.volume import Volume
 
 FORMAT_VERSION = 1
-MANIFEST = "phantom.json"
+MANIFEST = PHANTOM_MANIFEST
 MIN_SIZE = 32
 MAX_CASES_PER_SITE = 100  # case names have two digits, as in the SAML release
 
@@ -73,7 +74,7 @@ def make_case(site: str, case_index: int, size: int = 384, seed: int = 0) -> tup
     protocol = SITES[site]
     geometry = case.geometry
     metadata: dict[str, Any] = {
-        "format": "phantom",
+        "format": PHANTOM_FORMAT,
         "site": site,
         "site_name": protocol.name,
         "case_index": case_index,
