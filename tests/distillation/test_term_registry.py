@@ -95,7 +95,7 @@ def test_the_command_line_follows_the_registry(toy: TermSpec) -> None:
     from napari_kdseg.cli import _parser
 
     parser = _parser()
-    args = parser.parse_args(["distill", "data", "--teacher", "t.keras", "--out", "o"])
+    args = parser.parse_args(["loso", "data", "--out", "o"])
     assert args.losses == ["logits", "kernel_matrix", "affinity"]  # the toy is opt-in
     args = parser.parse_args(
         ["loso", "data", "--out", "o", "--losses", "toy", "--lambdas", "0.2", "0.9", "0.9", "3"]
