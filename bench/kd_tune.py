@@ -170,8 +170,9 @@ def ablate(
             print(f"- {label}: {gain.sentence()}")
 
 
-def report(out: Path) -> None:
-    """Per candidate: validation Dice (the criterion) and unseen-site Dice (the record)."""
+def report(out: Path, targets: list[str], seeds: list[int]) -> None:
+    """Per candidate, over the runs of ``targets`` x ``seeds``: validation Dice (the
+    criterion) and unseen-site Dice (the record)."""
     print(
         "| candidate | runs | val w/ | val w/ - w/o | unseen w/ | unseen w/ - w/o "
         "(95% interval) | val teacher |"
@@ -186,7 +187,8 @@ def report(out: Path) -> None:
             result = CellResult.from_json(json.loads(path.read_text()))
             cell = result.cell
             kind = "teacher" if cell.role == "teacher" else ("w/" if cell.losses else "w/o")
-            runs.setdefault((cell.target, cell.seed), {})[kind] = result
+            if cell.target in targets and cell.seed in seeds:
+                runs.setdefault((cell.target, cell.seed), {})[kind] = result
         complete = [run for run in runs.values() if len(run) == 3]
         if not complete:
             continue
@@ -228,7 +230,7 @@ def main() -> None:
         return
     if not args.report:
         run(args.base, args.out, args.candidates, args.targets, args.seeds, args.cache_dir)
-    report(args.out)
+    report(args.out, args.targets, args.seeds)
 
 
 if __name__ == "__main__":
