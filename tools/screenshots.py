@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QApplication
 
 from napari_kdseg.data.phantom import generate_phantom
 
-TARGET = "B"
+TARGET = "F"  # the demo's unseen site
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
