@@ -41,6 +41,7 @@ SECTIONS = (
     "class_names",
     "training_sites",
     "training_data",
+    "training_statistics",
     "teacher",
     "teacher_model",
     "losses",
@@ -76,7 +77,10 @@ class ModelCard:
 
     The input size is held once, in ``preprocess``; the ``input`` section is written from it.
     ``None`` marks a section the card does not have (``teacher`` is ``None`` also for a model
-    trained without one). ``input_details`` and ``preprocess_details`` hold the descriptive
+    trained without one). ``training_statistics`` summarises the training scans (spacing,
+    field of view, intensity histogram after normalisation, gland volumes) for the quality
+    report (:mod:`napari_kdseg.inference.quality`); cards written before it have it ``None``.
+    ``input_details`` and ``preprocess_details`` hold the descriptive
     keys of those sections besides the numbers; ``extra`` holds top-level keys this version
     does not know, so a newer card round-trips. ``sections`` is the top-level keys in the
     order the card had them (empty: :data:`SECTIONS`' order); a key listed there is written
@@ -99,6 +103,7 @@ class ModelCard:
     training_data: tuple[SiteData, ...] | None = None
     teacher: str | None = None
     teacher_model: dict[str, Any] | None = None
+    training_statistics: dict[str, Any] | None = None
     losses: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
@@ -162,6 +167,7 @@ class ModelCard:
             "training_data": None
             if self.training_data is None
             else [site.to_json() for site in self.training_data],
+            "training_statistics": self.training_statistics,
             "teacher": self.teacher,
             "teacher_model": self.teacher_model,
             "losses": self.losses,
@@ -208,6 +214,7 @@ class ModelCard:
             class_names=sections.names("class_names"),
             training_sites=sections.names("training_sites"),
             training_data=sections.training_data(),
+            training_statistics=sections.get("training_statistics", "an object"),
             teacher=sections.get("teacher", "a string", nullable=True),
             teacher_model=sections.get("teacher_model", "an object", nullable=True),
             losses=sections.get("losses", "an object"),
@@ -268,9 +275,11 @@ class ModelCard:
         software: dict[str, Any],
         training_data: Sequence[SiteData] | None = None,
         teacher_model: dict[str, Any] | None = None,
+        training_statistics: dict[str, Any] | None = None,
     ) -> ModelCard:
         """The card of a finished run; ``software`` names the versions it ran with,
-        ``training_data`` the origin of each site's scans, ``teacher_model`` the teacher."""
+        ``training_data`` the origin of each site's scans, ``teacher_model`` the teacher,
+        ``training_statistics`` the summary of the training scans."""
         distillation = config.distillation
         losses: dict[str, Any] = {"segmentation": config.segmentation_loss}
         if teacher is not None:
@@ -284,6 +293,9 @@ class ModelCard:
             class_names=CLASS_NAMES,
             training_sites=tuple(sites),
             training_data=None if training_data is None else tuple(training_data),
+            training_statistics=None
+            if training_statistics is None
+            else _as_json(training_statistics),
             teacher=None if teacher is None else str(teacher),
             teacher_model=None if teacher_model is None else _as_json(teacher_model),
             losses=losses,
@@ -301,7 +313,10 @@ class ModelCard:
                 }
             ),
             software=dict(software),
-            sections=SECTIONS,
+            # a run that could not summarise its scans writes no empty section
+            sections=SECTIONS
+            if training_statistics is not None
+            else tuple(key for key in SECTIONS if key != "training_statistics"),
         )
 
 

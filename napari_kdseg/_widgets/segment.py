@@ -24,6 +24,7 @@ from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -51,6 +52,7 @@ from napari_kdseg.evaluation.slices import (
     worst_first,
 )
 from napari_kdseg.inference.model import SegmentationModel
+from napari_kdseg.inference.quality import CHECK, OK, UNRELIABLE, QualityReport
 from napari_kdseg.library import LibraryModel, describe_model, library_dir, list_models
 
 #: Colours of the comparison contours, as in the paper's Figure 3: pure red and green.
@@ -75,6 +77,8 @@ class SegmentationOutcome:
     model: SegmentationModel | None = None
     #: sentences the user must read beside the result (a model meeting scans unlike its own)
     warnings: list[str] = field(default_factory=list)
+    #: how far to trust the result (verdict, reasons, per-slice uncertainty)
+    quality: QualityReport | None = None
 
 
 def volume_from_layer(layer: Layer) -> Volume:
@@ -122,7 +126,7 @@ def segment_layer_volume(
     result = segment(scan, model, tta=tta)
     warnings = scan_warnings(model.model_card, scan)
     return SegmentationOutcome(
-        result.labels, seconds | result.seconds, model.runtime, model, warnings
+        result.labels, seconds | result.seconds, model.runtime, model, warnings, result.quality
     )
 
 
@@ -143,6 +147,26 @@ def prediction_metadata(scan: Volume, outcome: SegmentationOutcome, model_path: 
             "seconds": {k: round(v, 4) for k, v in outcome.seconds.items()},
         }
     }
+
+
+#: The verdict badge: words and colours a reader takes in at a glance.
+VERDICT_BADGES = {
+    OK: ("OK", "#1b7f3b"),
+    CHECK: ("CHECK", "#b26a00"),
+    UNRELIABLE: ("UNRELIABLE", "#b00020"),
+}
+#: Columns of the slice table when there is no ground truth: the model's own uncertainty.
+UNCERTAINTY_COLUMNS = ("slice", "uncertainty")
+
+
+def format_quality(report: QualityReport) -> str:
+    """The reasons, one per line, and the least certain slices, in a clinician's words."""
+    lines = [f"• {reason}" for reason in report.reasons] or ["Nothing unusual was found."]
+    if report.worst_slices:
+        lines.append("Least certain slices: " + ", ".join(map(str, report.worst_slices)))
+    if not report.scan.known:
+        lines.append("How this scan compares with the training scans is unknown (older model).")
+    return "\n".join(lines)
 
 
 def format_seconds(seconds: dict[str, float]) -> str:
@@ -208,6 +232,7 @@ class SegmentationPanel(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.comparison: VolumeComparison | None = None
+        self.quality: QualityReport | None = None
         self._compared_layer: Labels | None = None
         self._models: dict[tuple[Path, int], SegmentationModel] = {}
         self._workers: list[Any] = []
@@ -262,6 +287,15 @@ class SegmentationPanel(QWidget):
         self.timing_label = QLabel()
         self.timing_label.setWordWrap(True)
         form.addRow(self.timing_label)
+
+        self.verdict_badge = QLabel()
+        self.verdict_badge.setToolTip(
+            "How far to trust this segmentation: OK, CHECK (look at it) or UNRELIABLE"
+        )
+        self.verdict_badge.setVisible(False)
+        self.quality_label = QLabel()
+        self.quality_label.setWordWrap(True)
+        form.addRow(self.verdict_badge, self.quality_label)
         return group
 
     def _build_compare_group(self) -> QGroupBox:
@@ -438,10 +472,55 @@ class SegmentationPanel(QWidget):
         )
         for warning in outcome.warnings:
             show_warning(warning)
+        self.show_quality(outcome.quality, layer)
         self.prediction_combo.setCurrentText(layer.name)
         truth = f"{image.name} prostate"
         if truth in self.viewer.layers:
             self.truth_combo.setCurrentText(truth)
+
+    def show_quality(self, report: QualityReport | None, layer: Labels) -> None:
+        """The verdict badge and reasons; the slice table lists the slices by uncertainty
+        (least certain first) until a comparison with the truth replaces it."""
+        self.quality = report
+        if report is None:
+            self.verdict_badge.setVisible(False)
+            self.quality_label.setText("")
+            return
+        text, colour = VERDICT_BADGES[report.verdict]
+        self.verdict_badge.setText(f" {text} ")
+        self.verdict_badge.setStyleSheet(
+            f"background-color: {colour}; color: white; font-weight: bold; border-radius: 3px"
+        )
+        self.verdict_badge.setVisible(True)
+        self.quality_label.setText(format_quality(report))
+        layer.metadata.setdefault("kdseg", {})["quality"] = report.to_json()
+        if report.slice_axis == "scan":
+            self.comparison = None
+            self._compared_layer = layer
+            self.fill_uncertainty_table(report)
+
+    def fill_uncertainty_table(self, report: QualityReport) -> None:
+        """One row per slice with a predicted border, least certain first; the worst slices
+        the report names are highlighted. Headers sort by slice or by uncertainty."""
+        table = self.table
+        ranked = sorted(report.slice_uncertainty.items(), key=lambda item: -item[1])
+        table.blockSignals(True)
+        table.setSortingEnabled(False)
+        table.clearContents()
+        table.setColumnCount(len(UNCERTAINTY_COLUMNS))
+        table.setHorizontalHeaderLabels(["slice", "Uncertainty (0-1)"])
+        table.setRowCount(len(ranked))
+        worst = set(report.worst_slices)
+        for row, (index, value) in enumerate(ranked):
+            cells = (_NumericItem(index, str(index)), _NumericItem(value, f"{value:.3f}"))
+            for column, cell in enumerate(cells):
+                if index in worst:
+                    cell.setBackground(QColor(VERDICT_BADGES[CHECK][1]))
+                    cell.setToolTip("One of the slices the model is least sure about")
+                table.setItem(row, column, cell)
+        table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        table.setSortingEnabled(True)
+        table.blockSignals(False)
 
     # ------------------------------------------------------------------ comparing
 
@@ -496,6 +575,8 @@ class SegmentationPanel(QWidget):
         table.blockSignals(True)
         table.setSortingEnabled(False)
         table.clearContents()
+        table.setColumnCount(len(SLICE_COLUMNS))
+        table.setHorizontalHeaderLabels([header for _, header in SLICE_COLUMNS])
         table.setRowCount(len(slices))
         for row, scores in enumerate(slices):
             table.setItem(row, 0, _NumericItem(scores.index, str(scores.index)))

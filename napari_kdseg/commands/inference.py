@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from napari_kdseg.data.volume import Volume
 
 #: Stages of ``kdseg segment`` in the order they run (``total`` is read to write).
-SEGMENT_STAGES = ("read", "preprocess", "infer", "postprocess", "write")
+SEGMENT_STAGES = ("read", "preprocess", "infer", "postprocess", "quality", "write")
 #: Slices stacked, passed to the model and turned into probabilities together; the model
 #: splits them into its own batch size (``--batch-size``).
 SLICES_PER_STEP = 16
@@ -127,8 +127,10 @@ def _segment(args: argparse.Namespace) -> int:
 
     if not is_nifti(args.out):
         raise ValueError(f"--out {args.out} must end in .nii or .nii.gz")
-    if args.out.exists() and not args.overwrite:
-        raise ValueError(f"--out {args.out} already exists; pass --overwrite to replace it")
+    sidecar = sidecar_path(args.out)
+    for path in (args.out, sidecar):
+        if path.exists() and not args.overwrite:
+            raise ValueError(f"{path} already exists; pass --overwrite to replace it")
     started = time.perf_counter()
     options: dict[str, Any] = {}
     if args.batch_size is not None:
@@ -152,6 +154,8 @@ def _segment(args: argparse.Namespace) -> int:
     seconds |= result.seconds
     started = time.perf_counter()
     write_labels(result.labels, scan, args.out)
+    quality = None if result.quality is None else result.quality.to_json()
+    write_sidecar(sidecar, _sidecar(args, model, scan, quality, warnings))
     seconds["write"] = time.perf_counter() - started
     seconds["total"] = time.perf_counter() - pipeline_started
 
@@ -166,6 +170,8 @@ def _segment(args: argparse.Namespace) -> int:
         "foreground_voxels": int(result.labels.sum()),
         "seconds": {key: round(value, 4) for key, value in seconds.items()},
         "warnings": warnings,
+        "quality": quality,
+        "sidecar": str(sidecar),
     }
     if truth is not None:
         from napari_kdseg.evaluation.metrics import score
@@ -176,6 +182,45 @@ def _segment(args: argparse.Namespace) -> int:
     else:
         _print_segment_report(report)
     return EXIT_OK
+
+
+def sidecar_path(mask: Path) -> Path:
+    """The JSON written beside a mask: ``mask.nii.gz`` -> ``mask.json``."""
+    name = mask.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return mask.with_name(name[: -len(suffix)] + ".json")
+    return mask.with_name(name + ".json")
+
+
+def write_sidecar(path: Path, data: dict[str, Any]) -> None:
+    """Write the mask's sidecar JSON in one rename, so a reader never sees half of it."""
+    from napari_kdseg.core.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+def _sidecar(
+    args: argparse.Namespace,
+    model: Any,
+    scan: Volume,
+    quality: dict[str, Any] | None,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """What travels with the mask: where it came from and how far to trust it."""
+    card = model.model_card
+    return {
+        "mask": args.out.name,
+        "scan": str(args.input),
+        "model": str(args.model),
+        "architecture": card.architecture,
+        "training_sites": list(card.training_sites or ()),
+        "runtime": model.runtime,
+        "tta": args.tta,
+        "warnings": warnings,
+        "quality": quality,
+    }
 
 
 def _check_same_grid(path: Path, truth: Volume, scan: Volume) -> None:
@@ -200,6 +245,20 @@ def _print_segment_report(report: dict[str, Any]) -> None:
     print("seconds: " + ", ".join(f"{stage} {seconds[stage]:.3f}" for stage in stages))
     print(f"model loading (not in total): {seconds['load model']:.3f} s")
     print(f"foreground voxels: {report['foreground_voxels']}")
+    quality = report.get("quality")
+    if quality is not None:
+        print(f"quality: {quality['verdict'].upper()}")
+        for reason in quality["reasons"]:
+            print(f"  - {reason}")
+        worst = quality["uncertainty"]["worst_slices"]
+        if worst:
+            print("least certain slices: " + ", ".join(map(str, worst)))
+        if quality["training_data"] == "unknown":
+            print(
+                "  (the model card does not describe its training scans: how this scan "
+                "compares with them is unknown)"
+            )
+    print(f"sidecar: {report['sidecar']}")
     if "scores" in report:
         scores = report["scores"]
         hd95 = "undefined" if scores["hd95"] is None else f"{scores['hd95']:.2f} mm"

@@ -20,3 +20,8 @@ def largest_connected_component(mask: npt.ArrayLike) -> npt.NDArray[np.uint8]:
         return mask.astype(np.uint8)
     sizes = np.bincount(components.ravel())[1:]
     return (components == 1 + int(np.argmax(sizes))).astype(np.uint8)
+
+
+def count_components(mask: npt.ArrayLike) -> int:
+    """How many 26-connected foreground components ``mask`` has (before the largest is kept)."""
+    return int(ndimage.label(np.asarray(mask) > 0, structure=_NEIGHBOURS_26)[1])

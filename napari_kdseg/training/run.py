@@ -35,6 +35,7 @@ from napari_kdseg.data.datasets import Case, Dataset, split_cases
 from napari_kdseg.data.provenance import SiteData, site_data
 from napari_kdseg.distillation.precomputed import KerasTeacherMaps
 from napari_kdseg.distillation.teacher import PrecomputedTeacher, Teacher
+from napari_kdseg.inference.quality import summarise_scan, training_statistics
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.models import build_model
 from napari_kdseg.teachers.maps import TAPS, MapTeacher, TeacherMapCache, taps_teacher
@@ -329,6 +330,8 @@ class _Run:
     teacher_model: dict[str, Any] | None = None
     # Per site, the cases training used (set when the data is read), for the card.
     training_data: tuple[SiteData, ...] = ()
+    # Summary of the training scans (set when the data is read), for the card's quality checks.
+    training_statistics: dict[str, Any] | None = None
 
     def fit(self) -> RunResult:
         _build_optimizer(self.trainer)
@@ -422,6 +425,11 @@ class _Run:
             self.dataset, self.sites, config, cache, unlabelled=self.unlabelled
         )
         used = [*train_cases, *val_cases]
+        # The scans the model learned from (not the validation ones): what the quality report
+        # compares a new scan with.
+        self.training_statistics = training_statistics(
+            [summarise_scan(case.image, case.geometry, case.label) for case in train_cases]
+        )
         self.training_data = tuple(
             site_data(
                 site,
@@ -538,6 +546,7 @@ class _Run:
         card = ModelCard.for_training(
             self.config, self.sites, self.teacher, history, best, seconds, steps_per_epoch,
             steps, self.placement, software, self.training_data, self.teacher_model,
+            self.training_statistics,
         )  # fmt: skip
         card_path = card.write_beside(model_path)
         shutil.rmtree(target / "resume", ignore_errors=True)

@@ -302,3 +302,40 @@ def test_a_model_of_the_phantom_alone_warns_on_a_real_scan_only(
     segment_and_wait(qtbot, panel)
     assert warning in panel.timing_label.text()
     assert warnings_since(start) == [warning]
+
+
+def test_the_verdict_and_the_least_certain_slices_are_shown(
+    qtbot: Any, panel_in_viewer: tuple[Any, SegmentationPanel]
+) -> None:
+    viewer, panel = panel_in_viewer
+    panel.choose_model(panel.model_combo.itemData(1).path)
+    segment_and_wait(qtbot, panel)
+
+    report = panel.quality
+    assert report is not None
+    assert panel.verdict_badge.isVisible()
+    assert panel.verdict_badge.text().strip() == report.verdict.upper()
+    text = panel.quality_label.text()
+    for reason in report.reasons:
+        assert reason in text
+    assert "Traceback" not in text
+    assert viewer.layers[PREDICTION].metadata["kdseg"]["quality"]["verdict"] == report.verdict
+
+    # Without a ground truth the table ranks the slices by the model's uncertainty.
+    table = panel.table
+    assert table.horizontalHeaderItem(1).text().startswith("Uncertainty")
+    rows = table.rowCount()
+    assert rows == len(report.slice_uncertainty) > 3
+    values = [float(table.item(row, 1).text()) for row in range(rows)]
+    assert values == sorted(values, reverse=True), "least certain first"
+    assert [panel.row_slice(row) for row in range(3)] == list(report.worst_slices)
+    assert "Least certain slices: " + ", ".join(map(str, report.worst_slices)) in text
+    table.sortItems(1, Qt.SortOrder.AscendingOrder)
+    values = [float(table.item(row, 1).text()) for row in range(rows)]
+    assert values == sorted(values)
+    click_row(qtbot, panel, 0)
+    assert viewer.dims.current_step[0] == panel.row_slice(0)
+
+    # A comparison with the truth brings the Dice columns back.
+    compare_and_wait(qtbot, panel)
+    assert table.horizontalHeaderItem(1).text() == "Dice"

@@ -51,7 +51,8 @@ def test_segmentation_lands_on_the_source_grid() -> None:
     assert result.labels.shape == scan.shape
     assert result.labels.dtype == np.uint8
     assert dice(result.labels, truth) > 0.9
-    assert set(result.seconds) == {"preprocess", "infer", "postprocess"}
+    assert set(result.seconds) == {"preprocess", "infer", "postprocess", "quality"}
+    assert result.quality is not None
 
 
 def test_flip_tta_of_a_flip_equivariant_model_changes_nothing() -> None:
