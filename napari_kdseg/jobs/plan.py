@@ -189,10 +189,7 @@ def distill_argv(settings: DistillationSettings) -> list[str]:
         "--export-to": settings.library,
         "--cache-dir": settings.cache_dir,
     }
-    for option, value in options.items():
-        if value is not None:
-            argv += [option, f"{value:g}" if isinstance(value, float) else str(value)]
-    return argv
+    return argv + _options_argv(options)
 
 
 def loso_argv(settings: DistillationSettings) -> list[str]:
@@ -230,6 +227,12 @@ def loso_argv(settings: DistillationSettings) -> list[str]:
         "--export-to": settings.library,
         "--cache-dir": settings.cache_dir,
     }
+    return argv + _options_argv(options)
+
+
+def _options_argv(options: dict[str, object]) -> list[str]:
+    """``--option value`` for every option given (floats as written: 0.001, not 0.0010)."""
+    argv: list[str] = []
     for option, value in options.items():
         if value is not None:
             argv += [option, f"{value:g}" if isinstance(value, float) else str(value)]
