@@ -163,7 +163,7 @@ def ablate(
     print(f"== ablation of {name} on {target}: {len(cells)} cells in {folder}", flush=True)
     results = grid.run(cells)
     written = write_grid_report(results, [target], folder, "table4")
-    print(written["table4"].read_text())
+    print(written["table"].read_text())
     for label, by_target in gain_rows(table4_rows(results), [target]):
         gain = by_target[target]
         if gain is not None:
