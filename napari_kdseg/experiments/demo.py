@@ -226,8 +226,8 @@ def _write_report(
         f"and scored on all {first_seed[1].summary()['n']} cases of site {settings.target}, which "
         "it never saw. "
         f"Teacher {DISPLAY_NAMES[settings.teacher]}, student {DISPLAY_NAMES[settings.student]}, "
-        f"distilled with {losses_label(first_seed[2].cell.losses).removeprefix('+')} (lambdas "
-        f"{', '.join(str(lambdas[name]) for name in losses)}).",
+        f"distilled with {losses_label(first_seed[2].cell.losses).removeprefix('+')} (weights "
+        f"{', '.join(f'{terms.get(name).short_name} {lambdas[name]:g}' for name in losses)}).",
         "",
     ]
     for metric in METRIC_TITLES:

@@ -86,6 +86,7 @@ def test_demo_writes_an_honest_report(finished_demo: FinishedDemo) -> None:
     assert "| T2: UNet++ |" in text
     assert "| ENet: w/o |" in text
     assert "| T2: w/ |" in text
+    assert "AAM + KMM + LM (weights LM 1, KMM 0.9, AAM 0.1)" in text  # each named: the preset's
     assert "Distillation changed the student's Dice on the unseen site by" in text
     assert "95% bootstrap interval" in text
     assert "## Distilled against the student alone" not in text  # the demo says it in words
