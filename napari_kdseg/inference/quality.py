@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from napari_kdseg.data.preprocess import Geometry, reorient
 from napari_kdseg.data.volume import Volume
+from napari_kdseg.inference.postprocess import count_components
 
 OK, CHECK, UNRELIABLE = "ok", "check", "unreliable"
 VERDICTS = (OK, CHECK, UNRELIABLE)
@@ -61,7 +62,6 @@ GEOMETRY_TOLERANCE = 1.1
 WORST_SLICES = 3
 
 _IN_PLANE_3X3 = np.ones((1, 3, 3), dtype=bool)
-_NEIGHBOURS_26 = np.ones((3, 3, 3), dtype=bool)
 
 
 # --------------------------------------------------------------------------- scan summaries
@@ -221,7 +221,7 @@ class MaskChecks:
         sizes = np.sqrt((geometry.canonical_affine[:3, :3] ** 2).sum(axis=0))[::-1]
         volume_cc = float(np.count_nonzero(mask)) * float(np.prod(sizes)) / 1000
         if components is None:
-            components = int(ndimage.label(mask, structure=_NEIGHBOURS_26)[1])
+            components = count_components(mask)
         occupied = np.argwhere(mask)
         if occupied.size == 0:
             return cls(0.0, (0.0, 0.0, 0.0), 0, 0, False, False)
