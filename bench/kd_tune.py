@@ -72,6 +72,15 @@ def _teacher(**changes: object) -> Callable[[Configs], Configs]:
     return lambda configs: (dataclasses.replace(configs[0], **changes), configs[1])
 
 
+def _then(*changes: Callable[[Configs], Configs]) -> Callable[[Configs], Configs]:
+    def change(configs: Configs) -> Configs:
+        for step in changes:
+            configs = step(configs)
+        return configs
+
+    return change
+
+
 #: Every candidate tried, by name: one change each against the base recipe.
 CANDIDATES: dict[str, Callable[[Configs], Configs]] = {
     "base": lambda configs: configs,
@@ -86,6 +95,9 @@ CANDIDATES: dict[str, Callable[[Configs], Configs]] = {
     "ramp-half": _distillation(ramp_fraction=0.5),
     "student-24-epochs": _student(epochs=24),
     "teacher-half-width": _teacher(width=0.5),
+    # third round, from the chosen recipe: the levers the second round left untried
+    "aam-0.1-lm-1-student-24": _then(_lambdas(affinity=0.1, logits=1.0), _student(epochs=24)),
+    "aam-0.1-lm-1-teacher-half": _then(_lambdas(affinity=0.1, logits=1.0), _teacher(width=0.5)),
 }
 
 
