@@ -29,7 +29,9 @@ def register(commands: Subcommands) -> None:
         help="train a student from a teacher (a trained .keras, or TAPS) with AAM/KMM/LM",
         description="Train a student from a teacher. The training sites may mix scans with "
         "masks and scans without (a folder of DICOM series, say): those without train through "
-        "the distillation losses only, and the validation Dice comes from the scans with masks.",
+        "the distillation losses only, and the validation Dice comes from the scans with masks "
+        "(where none has one and the teacher's predictions are computed ahead, from the "
+        "teacher's masks of held-out scans).",
     )
     _training_arguments(distill)
     distill.add_argument(
@@ -56,6 +58,13 @@ def register(commands: Subcommands) -> None:
         help="more training scans from other folders, used without masks (a folder of DICOM "
         "series, or of scans): every site found there trains through the distillation "
         "losses, beside the dataset's sites; --sites and --exclude do not apply to them",
+    )
+    distill.add_argument(
+        "--teacher-labels",
+        action="store_true",
+        help="train the scans without a mask on the teacher's masks, with the segmentation "
+        "loss only and no distillation loss: the hard-label baseline that shows what the "
+        "relation losses add (TAPS, or --precompute-teacher)",
     )
     add_losses_argument(
         distill,
@@ -226,7 +235,20 @@ def _distill(args: argparse.Namespace) -> int:
     distillation = config.distillation
     if args.lambdas:
         distillation = dataclasses.replace(distillation, lambdas=lambdas_from_arguments(args))
-    distillation = distillation.only(_losses(args.losses, teacher, logits_only))
+    if args.teacher_labels:
+        if not logits_only:
+            raise ValueError(
+                "--teacher-labels needs the teacher's predictions computed ahead: use "
+                f"--teacher {TAPS} or --precompute-teacher"
+            )
+        if args.losses or args.lambdas:
+            raise ValueError(
+                "--teacher-labels trains with the segmentation loss only; leave out --losses "
+                "and --lambdas"
+            )
+        distillation = dataclasses.replace(distillation.only([]), teacher_labels=True)
+    else:
+        distillation = distillation.only(_losses(args.losses, teacher, logits_only))
     config = dataclasses.replace(config, distillation=distillation)
     if teacher == TAPS:
         _check_taps_installed()
@@ -238,7 +260,11 @@ def _distill(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     if args.export_to is not None and result.model_path is not None:
         short = terms.short_names()
-        variant = "+" + " + ".join(sorted(short[name] for name in distillation.enabled))
+        variant = (
+            "teacher labels"
+            if distillation.teacher_labels
+            else "+" + " + ".join(sorted(short[name] for name in distillation.enabled))
+        )
         teacher_name = TAPS if teacher == TAPS else Path(teacher).stem
         fields = {"model": config.model, "variant": variant, "teacher": teacher_name}
         _export_student(result.model_path, args.export_to, args.out, fields)

@@ -37,6 +37,10 @@ class DistillationConfig:
     # Share of the epochs over which the weights grow in linearly, one step per epoch (epoch
     # e of n trains at (e + 1) / n of them); 0 trains at full weight from the first step.
     ramp_fraction: float = 0.0
+    # Train the scans without a mask on the teacher's thresholded masks as if they were labels
+    # (the segmentation loss only, every term off): the hard-label baseline that shows what
+    # the relation terms add. Needs a teacher whose maps are computed ahead (TAPS, say).
+    teacher_labels: bool = False
 
     def __post_init__(self) -> None:
         terms.check_names(self.lambdas)

@@ -52,6 +52,10 @@ class SliceDataset(keras.utils.PyDataset):
     grid (``(slices, size, size)``, as :class:`PreparedCase.image`); ``x`` is then a dict
     carrying each sample's map as two-class logits under ``"teacher_logits"``
     (:func:`teacher_logits`), augmented with the same spatial draws as the image and mask.
+    With ``teacher_labels`` as well, a case without a mask takes the teacher's mask (its map
+    at 0.5) as ``y`` and counts as labelled: the hard-label baseline, and validation against
+    the teacher where no scan has a mask. Its slices are drawn as an unlabelled case's still,
+    so the two ways of learning from the teacher see the same slices.
 
     Without unlabelled cases and teacher maps, ``x`` is the image batch itself, as before.
     """
@@ -70,6 +74,7 @@ class SliceDataset(keras.utils.PyDataset):
         drop_remainder: bool = False,
         unlabelled: bool = False,
         teacher_maps: Sequence[npt.NDArray[np.floating]] | None = None,
+        teacher_labels: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -78,7 +83,7 @@ class SliceDataset(keras.utils.PyDataset):
         if slices not in ("gland", "all"):
             raise ValueError(f"slices must be 'gland' or 'all', got {slices!r}")
         without_mask = [f"{c.site}/{c.id}" for c in cases if c.label is None]
-        if without_mask and not unlabelled:
+        if without_mask and not (unlabelled or teacher_labels):
             raise ValueError(
                 f"cases without masks cannot be used for training: {without_mask}; only a "
                 "distillation can use them (SliceDataset(unlabelled=True))"
@@ -87,7 +92,10 @@ class SliceDataset(keras.utils.PyDataset):
         self.teacher_maps = None if teacher_maps is None else list(teacher_maps)
         if self.teacher_maps is not None:
             _check_maps(self.cases, self.teacher_maps)
-        self.has_unlabelled = bool(without_mask)
+        elif teacher_labels:
+            raise ValueError("teacher_labels needs teacher_maps: the teacher's masks are its maps")
+        self.teacher_labels = teacher_labels
+        self.has_unlabelled = bool(without_mask) and not teacher_labels
         self.batch_size = batch_size
         self.context = context
         self.augment = augment
@@ -127,7 +135,10 @@ class SliceDataset(keras.utils.PyDataset):
         for case_number, slice_index in self.index[rows]:
             case = self.cases[case_number]
             image = stack_context(case.image, int(slice_index), self.context)
-            if case.label is None:
+            if case.label is None and self.teacher_labels:
+                assert self.teacher_maps is not None
+                mask = (self.teacher_maps[case_number][slice_index] >= 0.5).astype(np.uint8)
+            elif case.label is None:
                 mask = np.zeros(case.image.shape[1:], dtype=np.uint8)
             else:
                 mask = np.asarray(case.label[slice_index])
@@ -138,7 +149,7 @@ class SliceDataset(keras.utils.PyDataset):
                 image, mask, extra = augment_sample(image, mask, extra, self.augment, rng)
             images.append(image)
             masks.append(mask)
-            labelled.append(case.label is not None)
+            labelled.append(case.label is not None or self.teacher_labels)
             maps += extra
         x = np.stack(images).astype(np.float32)
         y = np.stack(masks).astype(np.int32)

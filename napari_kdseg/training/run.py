@@ -79,13 +79,16 @@ def load_split(
     cache: PreprocessCache,
     *,
     unlabelled: bool = False,
+    validate_unlabelled: bool = False,
 ) -> tuple[list[PreparedCase], list[PreparedCase]]:
     """Preprocessed (training, validation) cases: ``validation_fraction`` of each site's
     labelled cases held out.
 
     With ``unlabelled`` (a distillation) the cases without a mask train too, all of them (the
     validation Dice needs masks), and a site may have no labelled case at all; the split of
-    the labelled cases is the same either way.
+    the labelled cases is the same either way. With ``validate_unlabelled`` as well (a teacher
+    whose masks can stand in for the missing ones), ``validation_fraction`` of each site's
+    unlabelled cases are held out too.
     """
     train, validation = [], []
     for site in sites:
@@ -103,7 +106,10 @@ def load_split(
                 ),
             )
         kept, held = split_cases(cases, config.validation_fraction, config.seed)
-        if unlabelled:
+        if unlabelled and validate_unlabelled:
+            extra_kept, extra_held = split_cases(extra, config.validation_fraction, config.seed)
+            kept, held = kept + extra_kept, held + extra_held
+        elif unlabelled:
             kept += extra
 
         # Skipped cases (an empty mask) are announced in the progress stream, where the
@@ -184,6 +190,11 @@ def distill(
         _refuse_finished_model(out, config.model, options.overwrite)
         keras.utils.set_random_seed(config.seed)  # before any weight is drawn
         teacher, map_teacher, teacher_model = _teacher(teacher_path, config, precompute)
+        if config.distillation.teacher_labels and map_teacher is None:
+            raise ValueError(
+                "training on the teacher's masks needs its maps computed ahead of training: "
+                "use TAPS, or precompute the Keras teacher"
+            )
         student = _build(config)
         distiller = Distiller(
             teacher, student, config.distillation, SegmentationLoss(kind=config.segmentation_loss)
@@ -332,6 +343,8 @@ class _Run:
     training_data: tuple[SiteData, ...] = ()
     # Summary of the training scans (set when the data is read), for the card's quality checks.
     training_statistics: dict[str, Any] | None = None
+    # No scan has a mask: the validation Dice is agreement with the teacher (set with the data).
+    validated_by_teacher: bool = False
 
     def fit(self) -> RunResult:
         _build_optimizer(self.trainer)
@@ -421,9 +434,22 @@ class _Run:
         """Training batches (shuffled, augmented) and validation batches (every slice)."""
         config = self.config
         cache = self.options.cache or PreprocessCache()
-        train_cases, val_cases = load_split(
-            self.dataset, self.sites, config, cache, unlabelled=self.unlabelled
+        # Where no scan has a mask, the teacher's masks of held-out scans validate instead.
+        self.validated_by_teacher = self.map_teacher is not None and not any(
+            self.dataset.cases([site]) for site in self.sites
         )
+        train_cases, val_cases = load_split(
+            self.dataset,
+            self.sites,
+            config,
+            cache,
+            unlabelled=self.unlabelled,
+            validate_unlabelled=self.validated_by_teacher,
+        )
+        if self.teacher_model is not None:
+            self.teacher_model = self.teacher_model | _how_the_teacher_taught(
+                config, self.validated_by_teacher
+            )
         used = [*train_cases, *val_cases]
         # The scans the model learned from (not the validation ones): what the quality report
         # compares a new scan with.
@@ -453,6 +479,7 @@ class _Run:
             seed=config.seed,
             unlabelled=self.unlabelled,
             teacher_maps=train_maps,
+            teacher_labels=config.distillation.teacher_labels,
         )
         validation = (
             SliceDataset(
@@ -462,6 +489,7 @@ class _Run:
                 slices="all",
                 shuffle=False,
                 teacher_maps=val_maps,
+                teacher_labels=self.validated_by_teacher,
             )
             if val_cases
             else None
@@ -553,6 +581,21 @@ class _Run:
         emit("artifact", kind="model", path=str(model_path), card=str(card_path))
         emit("done", best_val_dice=best, seconds=round(seconds, 1), optimizer_steps=steps)
         return RunResult(model_path, card_path, best, history)
+
+
+def _how_the_teacher_taught(config: TrainConfig, validated_by_teacher: bool) -> dict[str, str]:
+    """For the card: what the scans without a mask learned from, and what the validation Dice
+    compares with when the teacher stood in for missing masks."""
+    details = {}
+    if config.distillation.teacher_labels:
+        details["labels"] = (
+            "the teacher's masks of the scans without one, with the segmentation loss only"
+        )
+    if validated_by_teacher:
+        details["validation"] = (
+            "agreement (Dice) with the teacher's masks of held-out scans: no scan had a mask"
+        )
+    return details
 
 
 def _source_case(dataset: Dataset, prepared: PreparedCase) -> Case:

@@ -1,0 +1,156 @@
+"""Distil TAPS into a light student on unlabelled real scans, and measure it on the one real
+scan with a ground truth (issue 16, "Done when").
+
+Two arms, the same seeds, the same scans (every real scan in ``../shared/data/real`` except
+``promise12_case00``, the test scan; none has a mask), each through the documented command:
+
+- **distilled**: ``kdseg distill ../shared/data/real --exclude promise12_case00 --teacher taps``
+  (the relation terms LM and AAM from TAPS's cached probabilities);
+- **teacher labels**: the same with ``--teacher-labels`` (TAPS's thresholded masks as labels,
+  the segmentation loss only), the baseline that says what the relation terms add.
+
+The validation Dice each run chose its epoch by is agreement with TAPS on its held-out real
+scans (no scan has a mask); ``promise12_case00`` is used for the score only. Every student is
+exported to ONNX and timed end to end on the test scan beside TAPS, on ONNX Runtime with the
+same threads, in this run.
+
+    .venv/bin/python bench/real_distill.py runs/real --seeds 0 1 2
+    .venv/bin/python bench/real_distill.py runs/real --seeds 0 1 2 --report   # no training
+
+Extra ``kdseg distill`` options after ``--``, for example ``-- --epochs 40 --size 96``; each
+set of options gets its own folder under ``OUT`` so settings never mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_kdseg.card import ModelCard
+from napari_kdseg.data.io import read_volume
+from napari_kdseg.evaluation.metrics import dice
+from napari_kdseg.experiments.statistics import mean_and_std, paired_gain
+from napari_kdseg.inference.onnx_runtime import load_onnx
+from napari_kdseg.inference.segment import segment
+from napari_kdseg.teachers.taps import TapsTeacher
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL = SHARED / "data" / "real"
+TEST_SCAN = REAL / "promise12_case00" / "Case00.nii.gz"
+TEST_TRUTH = REAL / "promise12_case00" / "Case00_segmentation.nii.gz"
+KDSEG = Path(sys.executable).with_name("kdseg")
+
+#: Arm name -> the options that make it.
+ARMS: dict[str, list[str]] = {"distilled": [], "teacher labels": ["--teacher-labels"]}
+#: The recipe both arms share unless options after ``--`` change it.
+RECIPE = ["--size", "128", "--epochs", "60"]
+
+
+def command(arm: str, seed: int, out: Path, options: list[str]) -> list[str]:
+    """The documented ``kdseg distill`` command line of one run."""
+    return [
+        str(KDSEG), "distill", str(REAL), "--exclude", "promise12_case00", "--teacher", "taps",
+        *RECIPE, *options, *ARMS[arm], "--seed", str(seed), "--out", str(out),
+    ]  # fmt: skip
+
+
+def settings_folder(root: Path, options: list[str]) -> Path:
+    """One folder per set of extra options, named by them and a short hash."""
+    if not options:
+        return root / "recipe"
+    text = " ".join(options)
+    name = "".join(c if c.isalnum() else "-" for c in text).strip("-")[:40]
+    return root / f"{name}-{hashlib.blake2b(text.encode(), digest_size=3).hexdigest()}"
+
+
+def train(folder: Path, seeds: list[int], options: list[str], cache: Path | None) -> None:
+    for seed in seeds:
+        for arm in ARMS:
+            out = folder / arm.replace(" ", "-") / f"seed{seed}"
+            if (out / "enet.keras").is_file():
+                continue
+            line = command(arm, seed, out, options)
+            if cache is not None:
+                line += ["--cache-dir", str(cache)]
+            print("$ " + " ".join(line[1:]), flush=True)
+            started = time.perf_counter()
+            subprocess.run(line, check=True, stdout=subprocess.DEVNULL)
+            print(f"  {arm}, seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def report(folder: Path, seeds: list[int], threads: int) -> None:
+    scan = read_volume(TEST_SCAN)
+    truth = read_volume(TEST_TRUTH, labels=True).array > 0
+    started = time.perf_counter()
+    taps_mask = TapsTeacher(threads=threads)(scan).mask > 0
+    taps_seconds = time.perf_counter() - started
+    print(f"settings: {' '.join(RECIPE)} {folder.name}; test scan {TEST_SCAN.name}\n")
+    print("| arm | seed | validation (agreement with TAPS) | Dice on Case00 | student s |")
+    print("|---|---|---|---|---|")
+    scores: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    seconds = []
+    for seed in seeds:
+        for arm in ARMS:
+            model_path = folder / arm.replace(" ", "-") / f"seed{seed}" / "enet.keras"
+            onnx_path = model_path.with_suffix(".onnx")
+            if not onnx_path.is_file():
+                subprocess.run(
+                    [str(KDSEG), "export", str(model_path), "--out", str(onnx_path)],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+            student = load_onnx(onnx_path, threads=threads, providers=["CPUExecutionProvider"])
+            segment(scan, student, quality=False)  # warm-up: the session's first run
+            started = time.perf_counter()
+            labels = segment(scan, student, quality=False).labels > 0
+            seconds.append(time.perf_counter() - started)
+            score = dice(labels, truth)
+            scores[arm].append(score)
+            validation = ModelCard.read_beside(model_path).best_val_dice
+            print(
+                f"| {arm} | {seed} | {validation:.3f} | {score:.3f} | {seconds[-1]:.2f} |",
+                flush=True,
+            )
+    print()
+    for arm, values in scores.items():
+        mean, std = mean_and_std(values)
+        print(f"- {arm}: Dice on Case00 {mean:.3f} +- {std:.3f} over {len(values)} seeds")
+    gain = paired_gain(
+        np.array(scores["distilled"])[:, None], np.array(scores["teacher labels"])[:, None]
+    )
+    print(f"- distilled - teacher labels: {gain.sentence()}")
+    print(f"- TAPS: Dice {dice(taps_mask, truth):.3f} in {taps_seconds:.1f} s")
+    print(
+        f"- the student runs {taps_seconds / float(np.median(seconds)):.0f}x faster than TAPS "
+        f"(median {np.median(seconds):.2f} s against {taps_seconds:.1f} s, {threads} threads)"
+    )
+    summary = {"scores": scores, "taps_seconds": taps_seconds, "student_seconds": seconds}
+    (folder / "report.json").write_text(json.dumps(summary, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder for the runs")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, both")
+    parser.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: kdseg's)")
+    parser.add_argument("--report", action="store_true", help="measure only, train nothing")
+    parser.add_argument("options", nargs="*", help="extra kdseg distill options, after --")
+    args = parser.parse_args()
+    if not TEST_SCAN.is_file():
+        raise SystemExit(f"{TEST_SCAN}: the real scans are not here (../shared/data/real)")
+    folder = settings_folder(args.out, args.options)
+    if not args.report:
+        train(folder, args.seeds, args.options, args.cache_dir)
+    report(folder, args.seeds, args.threads)
+
+
+if __name__ == "__main__":
+    main()
