@@ -77,6 +77,37 @@ def test_kmm_from_a_teacher_without_features_is_refused_in_words(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            [],
+            "--teacher-labels needs the teacher's predictions computed ahead: use --teacher "
+            "taps or --precompute-teacher",
+        ),
+        (
+            ["--precompute-teacher", "--losses", "logits"],
+            "--teacher-labels trains with the segmentation loss only; leave out --losses",
+        ),
+    ],
+)
+def test_teacher_labels_are_refused_where_they_cannot_apply(
+    phantom: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    teacher = tmp_path / "unetpp.keras"
+    teacher.write_bytes(b"only its name and suffix are checked before the options")
+    out = tmp_path / "out"
+    args = ["distill", str(phantom), "--teacher", str(teacher), "--teacher-labels", *extra]
+    code, _, error = run([*args, "--out", str(out), *TINY], capsys)
+    assert code == 2
+    assert message in error
+    assert not out.exists()
+
+
 def test_a_teacher_that_is_neither_taps_nor_a_keras_file_is_named(
     phantom: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -84,6 +84,25 @@ def test_a_grid_cell_reads_as_sentences() -> None:
     ]
 
 
+def test_teacher_maps_say_which_scan_is_done() -> None:
+    """TAPS takes half a minute a scan before training starts: each one is announced."""
+    lines = _plain(
+        [
+            {"event": "stage_progress", "time": T0, "stage": "teacher maps", "done": 1,
+             "total": 2, "case": "prostate3t_dicom/P1"},
+            {"event": "stage_progress", "time": T0 + 30, "stage": "teacher maps", "done": 2,
+             "total": 2, "case": "prostate3t_dicom/P2"},
+            {"event": "stage_done", "time": T0 + 30, "stage": "teacher maps", "path": "/c/maps",
+             "seconds": 61.0, "computed": 2, "cached": 0},
+        ]
+    )  # fmt: skip
+    assert lines == [
+        "  Teacher maps: 1/2 scans (prostate3t_dicom/P1)",
+        "  Teacher maps: 2/2 scans (prostate3t_dicom/P2)",
+        "Teacher maps ready in /c/maps (1 min 1 s)",
+    ]
+
+
 def test_stops_reuses_and_unknown_events_are_said_in_words() -> None:
     lines = _plain(
         [

@@ -279,7 +279,15 @@ class EventConsole:
         if self._cell.get("cells"):
             self._set_task("cells", cell_title(self._cell), completed=int(self._cell["number"]))
 
+    def _on_stage_progress(self, fields: dict[str, Any]) -> None:
+        stage = str(fields.get("stage", "stage")).capitalize()
+        done, total = int(fields.get("done") or 0), int(fields.get("total") or 0)
+        self._set_task("stage", f"  {stage}", total=total, completed=done)
+        if not self.live:
+            self._line(f"  {stage}: {done}/{total} scans ({fields.get('case', '')})")
+
     def _on_stage_done(self, fields: dict[str, Any]) -> None:
+        self._drop_task("stage")
         stage = str(fields.get("stage", "stage"))
         where = f" in {fields['path']}" if fields.get("path") else ""
         self._line(

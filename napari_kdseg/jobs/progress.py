@@ -164,6 +164,11 @@ class LosoProgress:
             return
         self.stage = f"{self._cell_prefix()}: scoring on target {self._cell.get('target')}"
 
+    def _on_stage_progress(self, fields: dict[str, Any]) -> None:
+        done, total = fields.get("done"), fields.get("total")
+        stage = str(fields.get("stage") or "preparation")
+        self.stage = f"{self._cell_prefix()}: {stage}, scan {done} of {total}"
+
     def _on_stage_done(self, fields: dict[str, Any]) -> None:
         # TAPS's maps take about 30 s a scan before training starts: say when they are ready
         stage = str(fields.get("stage") or "preparation")

@@ -506,12 +506,27 @@ class _Run:
         assert self.map_teacher is not None
         maps = TeacherMapCache.beside(cache)
         started = time.perf_counter()
+        total, before = sum(len(prepared) for prepared in groups), 0
         result = []
         for prepared in groups:
             cases = [_source_case(self.dataset, case) for case in prepared]
+
+            # A scan takes TAPS half a minute: say which one is done, so nobody waits blind.
+            def progress(done: int, _: int, case: Case, before: int = before) -> None:
+                emit(
+                    "stage_progress",
+                    stage="teacher maps",
+                    done=before + done,
+                    total=total,
+                    case=f"{case.site}/{case.id}",
+                )
+
             result.append(
-                maps.prepare_all(cases, prepared, self.config.preprocess, self.map_teacher)
+                maps.prepare_all(
+                    cases, prepared, self.config.preprocess, self.map_teacher, progress
+                )
             )
+            before += len(prepared)
         emit(
             "stage_done",
             stage="teacher maps",

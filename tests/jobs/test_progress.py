@@ -90,6 +90,10 @@ def test_labels_and_durations() -> None:
 def test_a_single_training_without_cells() -> None:
     """``kdseg distill`` (the panel's run from TAPS) streams no cell events."""
     progress = LosoProgress()
+    progress.apply(
+        "stage_progress", {"stage": "teacher maps", "done": 2, "total": 3, "case": "real/P1"}
+    )
+    assert progress.stage == "training: teacher maps, scan 2 of 3"
     progress.apply("stage_done", {"stage": "teacher maps", "computed": 3, "cached": 0})
     assert progress.stage == "training: teacher maps ready"
     progress.apply("start", {"time": 10.0, "epochs": 2, "initial_epoch": 0, "device": "cpu"})

@@ -135,6 +135,28 @@ def test_teacher_maps_travel_with_their_slices(prepared: list[PreparedCase]) -> 
         SliceDataset(labelled, 8, 3, teacher_maps=[m[:, :16] for m in maps])
 
 
+def test_teacher_labels_stand_in_for_missing_masks(prepared: list[PreparedCase]) -> None:
+    """The hard-label baseline: a scan without a mask learns the teacher's mask (its map at
+    0.5), drawn from the same slices as when it learns through the distillation terms."""
+    rng = np.random.default_rng(0)
+    maps = [rng.random(case.image.shape).astype(np.float32) for case in prepared]
+    with pytest.raises(ValueError, match="teacher_labels needs teacher_maps"):
+        SliceDataset(prepared, 4, 3, teacher_labels=True)
+    data = SliceDataset(prepared, 4, 3, teacher_maps=maps, teacher_labels=True, shuffle=False)
+    distilled = SliceDataset(prepared, 4, 3, teacher_maps=maps, unlabelled=True, shuffle=False)
+    np.testing.assert_array_equal(data.index, distilled.index)
+    unlabelled_seen = 0
+    for batch in range(len(data)):
+        x, y = data[batch]
+        assert set(x) == {"image", "teacher_logits"}  # every sample counts as labelled
+        for row, (number, index) in enumerate(data.index[batch * 4 : (batch + 1) * 4]):
+            case = prepared[number]
+            expected = maps[number][index] >= 0.5 if case.label is None else case.label[index]
+            np.testing.assert_array_equal(y[row], expected)
+            unlabelled_seen += case.label is None
+    assert unlabelled_seen > 0
+
+
 def test_teacher_logits_are_the_log_probabilities() -> None:
     probability = np.array([0.0, 0.25, 1.0], np.float32)
     logits = teacher_logits(probability)
@@ -309,3 +331,31 @@ def test_distillation_from_precomputed_teacher_maps(
         out = tmp_path / f"{name}-mask.nii.gz"
         assert main(["segment", str(result.model_path), str(scan), "--out", str(out)]) == 0
         assert (warning in capsys.readouterr().out) is warns, scan
+
+
+@pytest.mark.slow
+def test_scans_without_masks_alone_validate_against_the_teacher(
+    dataset: Dataset, teacher_file: Path, tmp_path: Path
+) -> None:
+    """Site B alone (no masks): a third of its scans is held out and the validation Dice is
+    agreement with the teacher's masks; with teacher labels, the segmentation loss alone
+    trains, on the teacher's masks."""
+    hard_labels = DistillationConfig(teacher_labels=True).only([])
+    config = TrainConfig(**{**TINY.__dict__, "distillation": hard_labels})
+    options = RunOptions(PreprocessCache(tmp_path / "cache"))
+    with captured() as events:
+        result = distill(
+            dataset, ["B"], config, teacher_file, tmp_path / "out", options, precompute=True
+        )
+    progress = [e for e in events if e["event"] == "stage_progress"]
+    assert [(e["done"], e["total"]) for e in progress] == [(1, 3), (2, 3), (3, 3)]
+    assert all(np.isfinite(result.history["val_dice"]))
+    assert not {"logits", "affinity"} & set(result.history)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["steps_per_epoch"] >= 1
+    card = ModelCard.read_beside(result.model_path)
+    assert card.teacher_model is not None
+    assert "segmentation loss only" in card.teacher_model["labels"]
+    assert "held-out scans" in card.teacher_model["validation"]
+    with pytest.raises(ValueError, match="needs its maps computed ahead of training"):
+        distill(dataset, ["B"], config, teacher_file, tmp_path / "live", options)
