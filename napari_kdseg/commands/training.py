@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
 from napari_kdseg.commands.console import add_event_output_arguments
+from napari_kdseg.data.augment import AUGMENTATIONS
 from napari_kdseg.distillation import terms
 from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
 
@@ -173,6 +174,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float, help="channel width multiplier")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        help="standard: flips, rotation, zoom, gamma, noise (nnU-Net's 2D defaults; the "
+        "default); scanner-shift: also coil intensity fields, blur and wider zoom and "
+        "contrast, for scanners and coils the training scans do not show",
+    )
     parser.add_argument("--cache-dir", type=Path)
 
 
@@ -180,6 +188,7 @@ def config_from_arguments(args: argparse.Namespace, model: str) -> TrainConfig:
     """The chosen preset for ``model`` with the given overrides applied."""
     import dataclasses
 
+    from napari_kdseg.data.augment import AugmentConfig
     from napari_kdseg.training.config import PRESETS
 
     config = PRESETS[args.preset](model)
@@ -197,6 +206,8 @@ def config_from_arguments(args: argparse.Namespace, model: str) -> TrainConfig:
     }
     if args.size is not None:
         overrides["preprocess"] = dataclasses.replace(config.preprocess, size=args.size)
+    if args.augment is not None:
+        overrides["augment"] = AugmentConfig.named(args.augment)
     return dataclasses.replace(config, **overrides)
 
 

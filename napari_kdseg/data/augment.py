@@ -34,9 +34,41 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = (0.7, 1.5)
     noise_probability: float = 0.15
     max_noise_std: float = 0.1
+    # A smooth multiplicative intensity field (a receive coil's falloff, strongest with an
+    # endorectal coil): exp of a random cubic polynomial over the slice, its coefficients
+    # drawn from [-max_bias_field, max_bias_field] (TorchIO's RandomBiasField).
+    bias_field_probability: float = 0.0
+    max_bias_field: float = 0.5
+    # In-plane Gaussian blur, sigma in pixels: a coarser acquisition than the training scans'.
+    blur_probability: float = 0.0
+    blur_sigma_range: tuple[float, float] = (0.5, 1.5)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def named(cls, profile: str) -> AugmentConfig:
+        """A profile by name: ``standard`` (nnU-Net's 2D defaults, above) or ``scanner-shift``
+        (also coil fields, blur, wider zoom and contrast: for a model meant for scanners and
+        coils its training scans do not show)."""
+        if profile == "standard":
+            return cls()
+        if profile == "scanner-shift":
+            return cls(
+                rotation_probability=0.3,
+                scale_probability=0.5,
+                scale_range=(0.7, 1.4),
+                gamma_probability=0.5,
+                gamma_range=(0.5, 2.0),
+                noise_probability=0.2,
+                bias_field_probability=0.5,
+                blur_probability=0.3,
+            )
+        raise ValueError(f"unknown augmentation {profile!r}; choose one of {AUGMENTATIONS}")
+
+
+#: The augmentation profiles :meth:`AugmentConfig.named` knows.
+AUGMENTATIONS = ("standard", "scanner-shift")
 
 
 def augment_slice(
@@ -130,6 +162,13 @@ def _intensity(
     gamma = rng.uniform(*config.gamma_range)
     add_noise = rng.random() < config.noise_probability
     noise_std = rng.uniform(0.0, config.max_noise_std)
+    # Drawn only when switched on, so the standard profile's draws stay what they were.
+    if config.bias_field_probability > 0 and rng.random() < config.bias_field_probability:
+        coefficients = rng.uniform(-config.max_bias_field, config.max_bias_field, len(_CUBIC))
+        image = _bias_field(image, coefficients)
+    if config.blur_probability > 0 and rng.random() < config.blur_probability:
+        sigma = rng.uniform(*config.blur_sigma_range)
+        image = ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0.0), mode="nearest")
     if apply_gamma:
         # Gamma needs [0, 1]; map there and back so the z-scored range is kept (as nnU-Net).
         low, high = float(image.min()), float(image.max())
@@ -138,3 +177,24 @@ def _intensity(
     if add_noise:
         image = image + noise_std * rng.standard_normal(image.shape, dtype=np.float32)
     return image
+
+
+#: Exponents (i, j) of x^i y^j in the cubic polynomial of a bias field.
+_CUBIC = [(i, j) for i in range(4) for j in range(4 - i)]
+
+
+def _bias_field(
+    image: npt.NDArray[np.float32], coefficients: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float32]:
+    """``image`` times ``exp(sum c_ij x^i y^j)`` over ``x, y`` in [-1, 1], on intensities
+    shifted to start at 0 (the field multiplies signal, not a z-score), then given back the
+    image's mean and spread so the input stays standardised."""
+    rows, cols = image.shape[:2]
+    y, x = np.meshgrid(np.linspace(-1, 1, rows), np.linspace(-1, 1, cols), indexing="ij")
+    log_field = sum(c * x**i * y**j for c, (i, j) in zip(coefficients, _CUBIC, strict=True))
+    field = np.exp(log_field - np.mean(log_field))[..., None]
+    low = float(image.min())
+    biased = (image - low) * field
+    mean, std = float(image.mean()), float(image.std())
+    biased = (biased - biased.mean()) / max(float(biased.std()), 1e-6) * std + mean
+    return biased.astype(np.float32)

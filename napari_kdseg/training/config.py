@@ -112,7 +112,7 @@ class TrainConfig:
         data = dict(data)
         data["preprocess"] = PreprocessConfig(**data.get("preprocess", {}))
         augment = dict(data.get("augment", {}))
-        for key in ("scale_range", "gamma_range"):
+        for key in ("scale_range", "gamma_range", "blur_sigma_range"):
             if key in augment:
                 augment[key] = tuple(augment[key])
         data["augment"] = AugmentConfig(**augment)
