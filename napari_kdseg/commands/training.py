@@ -67,6 +67,14 @@ def register(commands: Subcommands) -> None:
         "loss only and no distillation loss: the hard-label baseline that shows what the "
         "relation losses add (TAPS, or --precompute-teacher)",
     )
+    distill.add_argument(
+        "--logits-direction",
+        choices=terms.LOGITS_DIRECTIONS,
+        default="paper",
+        help="LM's divergence: paper, KL(student || teacher) as the paper's eq. 7 (default); "
+        "hinton, KL(teacher || student), which keeps learning where no scan has a mask (the "
+        "paper's can settle on background everywhere)",
+    )
     add_losses_argument(
         distill,
         "+",
@@ -260,6 +268,7 @@ def _distill(args: argparse.Namespace) -> int:
         distillation = dataclasses.replace(distillation.only([]), teacher_labels=True)
     else:
         distillation = distillation.only(_losses(args.losses, teacher, logits_only))
+    distillation = dataclasses.replace(distillation, logits_direction=args.logits_direction)
     config = dataclasses.replace(config, distillation=distillation)
     if teacher == TAPS:
         _check_taps_installed()

@@ -33,6 +33,10 @@ TermBuilder: TypeAlias = "Callable[[DistillationConfig, int], DistillationTerm]"
 # The Distiller's own trackers, which a term's name would shadow.
 _RESERVED_NAMES = ("loss", "segmentation", "dice")
 
+#: The ways round LM's divergence can be taken (``losses/logits.py``): the paper's
+#: ``D_KL(p_s || p_t)`` and Hinton's ``D_KL(p_t || p_s)``.
+LOGITS_DIRECTIONS = ("paper", "hinton")
+
 
 @dataclass(frozen=True)
 class TermSpec:

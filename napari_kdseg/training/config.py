@@ -34,6 +34,9 @@ class DistillationConfig:
     affinity_sizes: tuple[int, ...] = (1, 2, 3)
     affinity_margin: float = 3.0
     temperature: float = 1.0
+    # LM's divergence: "paper", D_KL(p_s || p_t) as eq. 7; "hinton", D_KL(p_t || p_s), which
+    # cannot settle on background everywhere when no scan has a mask (losses/logits.py).
+    logits_direction: str = "paper"
     # Share of the epochs over which the weights grow in linearly, one step per epoch (epoch
     # e of n trains at (e + 1) / n of them); 0 trains at full weight from the first step.
     ramp_fraction: float = 0.0
@@ -46,6 +49,11 @@ class DistillationConfig:
         terms.check_names(self.lambdas)
         if any(weight < 0 for weight in self.lambdas.values()):
             raise ValueError(f"loss weights must be >= 0, got {self.lambdas}")
+        if self.logits_direction not in terms.LOGITS_DIRECTIONS:
+            raise ValueError(
+                f"logits_direction must be one of {terms.LOGITS_DIRECTIONS}, got "
+                f"{self.logits_direction!r}"
+            )
         if not 0 <= self.ramp_fraction <= 1:
             raise ValueError(f"ramp_fraction must lie in [0, 1], got {self.ramp_fraction}")
 
