@@ -31,6 +31,34 @@ def test_direction_is_student_first(rng: np.random.Generator) -> None:
     assert forward != pytest.approx(backward, rel=1e-3)
 
 
+def test_hintons_direction_swaps_the_arguments(rng: np.random.Generator) -> None:
+    student = rng.normal(scale=3.0, size=(1, 4, 4, 2))
+    teacher = rng.normal(scale=3.0, size=(1, 4, 4, 2))
+    hinton = as_float(logits_kl(student, teacher, 2.0, direction="hinton"))
+    assert hinton == pytest.approx(reference.logits_kl(teacher, student, 2.0), rel=1e-6)
+    with pytest.raises(ValueError, match=r"direction must be one of \('paper', 'hinton'\)"):
+        logits_kl(student, teacher, direction="reverse")
+
+
+def test_hintons_direction_pulls_a_confidently_wrong_student_back(gradients) -> None:
+    """Where the student says background for sure and the teacher says prostate, the paper's
+    divergence has almost no gradient and Hinton's has p_s - p_t: why a student taught
+    without masks can settle on background under the first and not under the second."""
+    student = np.zeros((1, 2, 2, 2), np.float32)
+    student[..., 0] = 12.0  # background, p about 1 - 6e-6
+    teacher = np.zeros((1, 2, 2, 2), np.float32)
+    teacher[..., 1] = 3.0  # prostate, p about 0.95
+
+    def pull(direction: str) -> float:
+        _, (grad_student, _) = gradients(
+            lambda s, t: logits_kl(s, t, direction=direction), student, teacher
+        )
+        return float(np.abs(ops.convert_to_numpy(grad_student)).max())
+
+    assert pull("paper") < 1e-3
+    assert pull("hinton") > 0.2
+
+
 def test_zero_when_student_equals_teacher(rng: np.random.Generator) -> None:
     logits = rng.normal(scale=5.0, size=(2, 4, 4, 2)).astype(np.float32)
     assert as_float(logits_kl(logits, logits)) == 0.0
@@ -97,11 +125,11 @@ def test_loss_class_takes_teacher_as_y_true(rng: np.random.Generator) -> None:
 
 
 def test_loss_class_round_trips() -> None:
-    loss = LogitsLoss(temperature=3.0, name="lm")
+    loss = LogitsLoss(temperature=3.0, direction="hinton", name="lm")
     config = loss.get_config()
     assert config["temperature"] == 3.0
     restored = LogitsLoss.from_config(config)
-    assert (restored.temperature, restored.name) == (3.0, "lm")
+    assert (restored.temperature, restored.direction, restored.name) == (3.0, "hinton", "lm")
     revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(revived, LogitsLoss)
-    assert revived.temperature == 3.0
+    assert (revived.temperature, revived.direction) == (3.0, "hinton")
