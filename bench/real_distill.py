@@ -142,8 +142,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, both")
     parser.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: kdseg's)")
     parser.add_argument("--report", action="store_true", help="measure only, train nothing")
-    parser.add_argument("options", nargs="*", help="extra kdseg distill options, after --")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.options = argv[split + 1 :]  # extra kdseg distill options
     if not TEST_SCAN.is_file():
         raise SystemExit(f"{TEST_SCAN}: the real scans are not here (../shared/data/real)")
     folder = settings_folder(args.out, args.options)
