@@ -23,8 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
 from rich.text import Text
 
 from napari_kdseg.architectures import DISPLAY_NAMES
@@ -331,6 +333,33 @@ class EventConsole:
     def _drop_task(self, key: str) -> None:
         if self._progress is not None and key in self._tasks:
             self._progress.remove_task(self._tasks.pop(key))
+
+
+# ---------------------------------------------------------------------- tables
+
+
+def aligned_table(*headers: str, text_columns: int = 2) -> Table:
+    """Columns as wide as their longest entry (a long site name never runs into the next
+    column), the first ``text_columns`` on the left and the rest (numbers) on the right, no
+    frame to get in the way; a ``cases`` column counts as a number wherever it is."""
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+        caption_justify="left",
+    )
+    for number, header in enumerate(headers):
+        numeric = number >= text_columns or header == "cases"
+        # numbers stay whole; where the screen is too narrow, the names fold instead
+        table.add_column(
+            header,
+            justify="right" if numeric else "left",
+            overflow="fold",
+            no_wrap=numeric,
+            min_width=len(header),
+        )
+    return table
 
 
 # ---------------------------------------------------------------------- words

@@ -73,22 +73,32 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def format_survey(survey: DatasetSurvey) -> str:
-    """The human-readable ``kdseg info`` report."""
+    """The human-readable ``kdseg info`` report: a table whose columns fit their longest
+    entry, then the problems found."""
+    from napari_kdseg.commands.console import aligned_table, stdout_console
+
     total = sum(len(site.cases) for site in survey.sites)
-    lines = [f"Dataset {survey.root}: {len(survey.sites)} site(s), {total} case(s)", ""]
-    header = f"{'site':<10} {'layout':<10} {'cases':>5}  {'slices x rows x cols':<24} "
-    header += f"{'spacing mm (slice, row, col)':<32} labels"
-    lines += [header, "-" * len(header)]
+    table = aligned_table(
+        "site", "layout", "cases", "slices x rows x cols", "spacing mm (slice, row, col)",
+        "labels", text_columns=6,
+    )  # fmt: skip
     for site in survey.sites:
         shapes = [c.shape for c in site.cases if c.shape]
         spacings = [c.spacing for c in site.cases if c.spacing]
         values = sorted({v for c in site.cases for v in (c.label_values or [])})
-        lines.append(
-            f"{site.name:<10} {site.layout:<10} {len(site.cases):>5}  "
-            f"{_range_of(shapes, '{:.0f}', ' x '):<24} {_range_of(spacings, '{:.3g}', ', '):<32} "
-            f"{values}"
+        table.add_row(
+            site.name,
+            site.layout,
+            str(len(site.cases)),
+            _range_of(shapes, "{:.0f}", " x "),
+            _range_of(spacings, "{:.3g}", ", "),
+            str(values) if values else "none",
         )
-    lines.append("")
+    console = stdout_console()
+    with console.capture() as captured:
+        console.print(table)
+    lines = [f"Dataset {survey.root}: {len(survey.sites)} site(s), {total} case(s)", ""]
+    lines += [line.rstrip() for line in captured.get().rstrip("\n").splitlines()] + [""]
     if survey.problems:
         lines.append(f"Problems ({len(survey.problems)}):")
         lines += [f"  {problem}" for problem in survey.problems]

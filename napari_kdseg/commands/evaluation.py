@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_kdseg.commands import EXIT_OK, EXIT_STOPPED, Subcommands
-from napari_kdseg.commands.console import add_event_output_arguments
+from napari_kdseg.commands.console import add_event_output_arguments, aligned_table
 from napari_kdseg.commands.training import (
     add_config_arguments,
     add_lambdas_argument,
@@ -153,7 +153,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def case_table(evaluation: Evaluation) -> Table:
     """One row per case: Dice, HD95, ASD and the seconds it took."""
-    table = _table("site", "case", "Dice", "HD95 mm", "ASD mm", "s")
+    table = aligned_table("site", "case", "Dice", "HD95 mm", "ASD mm", "s")
     for result in evaluation.cases:
         scores = result.scores
         table.add_row(
@@ -177,7 +177,7 @@ def summary_table(evaluation: Evaluation) -> Table:
     summaries.append(("all", evaluation.overall()))
     undefined = any(s[m]["undefined"] for _, s in summaries for m in ("dice", "hd95", "asd"))
     headers = ["site", "cases", "Dice", "HD95 mm", "ASD mm"] + ["undefined"] * undefined
-    table = _table(*headers)
+    table = aligned_table(*headers)
     if undefined:
         # A column of its own keeps the mean ± std columns narrow enough for 80 columns.
         table.caption = "undefined: cases left out of the means (an empty mask has no surface)"
@@ -190,32 +190,6 @@ def summary_table(evaluation: Evaluation) -> Table:
             counts = {summary[metric]["undefined"] for metric in ("hd95", "asd")}
             cells.append("/".join(str(count) for count in sorted(counts)))
         table.add_row(site, *cells)
-    return table
-
-
-def _table(*headers: str) -> Table:
-    """Columns as wide as their longest entry (a long site name never runs into the next
-    column), text on the left and numbers on the right, no frame to get in the way."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        show_edge=False,
-        collapse_padding=True,
-        caption_justify="left",
-    )
-    for number, header in enumerate(headers):
-        numeric = number >= 2 or header == "cases"
-        # numbers stay whole; where the screen is too narrow, the names fold instead
-        table.add_column(
-            header,
-            justify="right" if numeric else "left",
-            overflow="fold",
-            no_wrap=numeric,
-            min_width=len(header),
-        )
     return table
 
 

@@ -63,13 +63,18 @@ def read_volume(
 
 
 def read_header(path: str | Path) -> Header:
-    """Shape, spacing and affine of a NIfTI or MetaImage file without reading its voxels.
+    """Shape, spacing and affine of a NIfTI or MetaImage file without reading its voxels, or
+    of a DICOM series folder (whose geometry comes from every slice's header, so the series
+    is read whole: a few tenths of a second for a prostate T2 series).
 
     A file shorter than its header describes is refused as truncated (corruption inside a
     gzip stream is only found by :func:`read_volume`, which decompresses it).
     """
     path = Path(path)
-    if is_nifti(path):
+    if path.is_dir():
+        series = read_dicom_series(path)
+        shape, affine, itemsize = series.shape[::-1], series.affine, series.array.itemsize
+    elif is_nifti(path):
         shape, affine, itemsize = nifti_geometry(path)
     elif is_metaimage(path):
         shape, affine, itemsize = metaimage_geometry(path)

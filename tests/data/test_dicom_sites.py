@@ -124,3 +124,30 @@ def test_a_dicom_series_is_prepared_and_keyed_on_its_files_content(tmp_path: Pat
     assert changed != key
     victim.unlink()
     assert cache.key(case, CONFIG) not in (key, changed)
+
+
+def test_kdseg_info_reads_dicom_series_geometry_in_aligned_columns(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``kdseg info`` on the real root: each DICOM site's shapes and spacings, no error for
+    its series folders, and every column starting at the same place on every row."""
+    from napari_kdseg.cli import main
+
+    assert main(["info", str(_real(""))]) == 0
+    out = capsys.readouterr().out
+    assert "unsupported file type" not in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("pro",))}
+    assert "19-21 x 384 x 384" in rows["prostate3t_dicom"]
+    assert "3, 0.5, 0.5" in rows["prostate3t_dicom"]
+    assert "none" in rows["prostatex_t2"]
+    header = next(line for line in out.splitlines() if line.startswith("site "))
+    first_words = {
+        "layout": ("saml", "dicom", "dicom"),
+        "slices x rows x cols": ("64 x", "19-21", "19-20"),
+        "spacing mm": ("1.62", "3, 0.5", "3-3.6"),
+    }
+    sites = ("promise12_case00", "prostate3t_dicom", "prostatex_t2")
+    for column, words in first_words.items():
+        pairs = zip(sites, words, strict=True)
+        starts = {rows[site].index(word, len(site)) for site, word in pairs}
+        assert starts == {header.index(column)}, column
