@@ -86,8 +86,12 @@ def test_kmm_from_a_teacher_without_features_is_refused_in_words(
             "taps or --precompute-teacher",
         ),
         (
-            ["--precompute-teacher", "--losses", "logits"],
-            "--teacher-labels trains with the segmentation loss only; leave out --losses",
+            ["--precompute-teacher", "--lambdas", "1", "0", "0.1"],
+            "--teacher-labels trains with the segmentation loss only unless --losses names",
+        ),
+        (
+            ["--precompute-teacher", "--losses", "kernel_matrix"],
+            "KMM needs the teacher's features",
         ),
     ],
 )

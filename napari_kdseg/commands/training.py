@@ -63,9 +63,9 @@ def register(commands: Subcommands) -> None:
     distill.add_argument(
         "--teacher-labels",
         action="store_true",
-        help="train the scans without a mask on the teacher's masks, with the segmentation "
-        "loss only and no distillation loss: the hard-label baseline that shows what the "
-        "relation losses add (TAPS, or --precompute-teacher)",
+        help="train the scans without a mask on the teacher's masks with the segmentation "
+        "loss, and no distillation loss unless --losses names some: the hard-label baseline "
+        "that shows what the relation losses add (TAPS, or --precompute-teacher)",
     )
     distill.add_argument(
         "--logits-direction",
@@ -260,12 +260,13 @@ def _distill(args: argparse.Namespace) -> int:
                 "--teacher-labels needs the teacher's predictions computed ahead: use "
                 f"--teacher {TAPS} or --precompute-teacher"
             )
-        if args.losses or args.lambdas:
+        if args.lambdas and not args.losses:
             raise ValueError(
-                "--teacher-labels trains with the segmentation loss only; leave out --losses "
-                "and --lambdas"
+                "--teacher-labels trains with the segmentation loss only unless --losses "
+                "names distillation losses to add; --lambdas weighs those"
             )
-        distillation = dataclasses.replace(distillation.only([]), teacher_labels=True)
+        chosen = _losses(args.losses, teacher, logits_only) if args.losses else []
+        distillation = dataclasses.replace(distillation.only(chosen), teacher_labels=True)
     else:
         distillation = distillation.only(_losses(args.losses, teacher, logits_only))
     distillation = dataclasses.replace(distillation, logits_direction=args.logits_direction)
@@ -280,11 +281,10 @@ def _distill(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     if args.export_to is not None and result.model_path is not None:
         short = terms.short_names()
-        variant = (
-            "teacher labels"
-            if distillation.teacher_labels
-            else "+" + " + ".join(sorted(short[name] for name in distillation.enabled))
-        )
+        terms_used = " + ".join(sorted(short[name] for name in distillation.enabled))
+        variant = "+" + terms_used if terms_used else ""
+        if distillation.teacher_labels:
+            variant = " ".join(part for part in ("teacher labels", variant) if part)
         teacher_name = TAPS if teacher == TAPS else Path(teacher).stem
         fields = {"model": config.model, "variant": variant, "teacher": teacher_name}
         _export_student(result.model_path, args.export_to, args.out, fields)
