@@ -142,7 +142,7 @@ class Distiller(keras.Model):
         self.trackers["loss"].update_state(total)
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        self.dice.update_state(y, logits)  # the labelled samples only, as above
+        self.dice.update_state(y, logits, labelled)  # the labelled samples only, as above
         # Reduced as Keras reduces its own losses, so that under tf.distribute each replica
         # contributes its share of the summed gradients (see per_sample).
         total = per_sample(total, student["logits"])

@@ -77,6 +77,21 @@ def test_foreground_dice_pools_over_batches() -> None:
     assert float(metric.result()) == 1.0
 
 
+def test_foreground_dice_leaves_out_samples_weighted_zero() -> None:
+    """Scans without a mask (weight 0) do not count; with no scan counted the Dice is
+    undefined rather than a perfect 1 (an epoch of unlabelled scans only)."""
+    metric = ForegroundDice()
+    labels = np.zeros((2, 4, 4), np.int32)
+    labels[0, :2] = 1
+    logits = np.zeros((2, 4, 4, 2), np.float32)
+    logits[:, :1, :, 1] = 5.0  # half the gland of slice 0; a false row on slice 1
+    metric.update_state(labels, logits, np.array([1.0, 0.0], np.float32))
+    assert float(metric.result()) == pytest.approx(2 * 4 / (8 + 4))
+    metric.reset_state()
+    metric.update_state(labels, logits, np.zeros(2, np.float32))
+    assert np.isnan(float(metric.result()))
+
+
 def test_distiller_under_mixed_precision_keeps_float32_losses() -> None:
     from napari_kdseg.losses import SegmentationLoss
     from napari_kdseg.models import build_model
