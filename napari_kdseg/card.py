@@ -365,11 +365,18 @@ class _Sections:
         size = self.integer("preprocess", section, "size")
         context = self.integer("preprocess", section, "context")
         orientation = section.get("orientation", "LPS")
+        pixel_mm = section.get("pixel_mm")
+        if pixel_mm is not None and (
+            isinstance(pixel_mm, bool) or not isinstance(pixel_mm, int | float)
+        ):
+            raise self.error("preprocess", f"'pixel_mm' must be a number, got {pixel_mm!r}")
         try:
-            preprocess = PreprocessConfig(size=size, context=context, orientation=orientation)
+            preprocess = PreprocessConfig(
+                size=size, context=context, orientation=orientation, pixel_mm=pixel_mm
+            )
         except (TypeError, ValueError) as error:
             raise self.error("preprocess", str(error)) from error
-        named = {"size", "context", "orientation"}
+        named = {"size", "context", "orientation", "pixel_mm"}
         return preprocess, {k: v for k, v in section.items() if k not in named}
 
     def input_details(self, preprocess: PreprocessConfig) -> dict[str, Any] | None:

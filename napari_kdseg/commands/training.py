@@ -179,6 +179,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--size", type=int, help="model grid (square)")
+    parser.add_argument(
+        "--pixel-mm",
+        type=float,
+        help="in-plane pixel size of the model grid in mm: a square of size x pixel-mm "
+        "millimetres centred on each slice, whatever the scanner's field of view (default: "
+        "the whole slice resized to the grid, as the paper)",
+    )
     parser.add_argument("--width", type=float, help="channel width multiplier")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
@@ -214,6 +221,9 @@ def config_from_arguments(args: argparse.Namespace, model: str) -> TrainConfig:
     }
     if args.size is not None:
         overrides["preprocess"] = dataclasses.replace(config.preprocess, size=args.size)
+    if args.pixel_mm is not None:
+        preprocess = overrides.get("preprocess", config.preprocess)
+        overrides["preprocess"] = dataclasses.replace(preprocess, pixel_mm=args.pixel_mm)
     if args.augment is not None:
         overrides["augment"] = AugmentConfig.named(args.augment)
     return dataclasses.replace(config, **overrides)

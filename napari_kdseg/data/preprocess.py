@@ -7,7 +7,10 @@ Forward (training and inference alike):
 2. labels > 0 become prostate;
 3. z-score the scan over the whole volume (SAML normalises per volume);
 4. resample every slice in plane to the model grid (default 384 x 384), linear for scans and
-   for masks (thresholded at 0.5), anti-aliased when shrinking;
+   for masks (thresholded at 0.5), anti-aliased when shrinking: the whole slice (SAML), or,
+   with ``pixel_mm``, a square of ``size x pixel_mm`` millimetres centred on the slice, so a
+   pixel is the same size whatever the scanner's field of view (nnU-Net resamples to one
+   spacing for the same reason); the scan is cropped, or padded with its darkest value;
 5. feed the network ``context`` neighbouring slices as channels (2.5D; SAML uses 3) to predict
    the centre slice.
 
@@ -48,10 +51,14 @@ class PreprocessConfig:
     size: int = 384
     context: int = 3
     orientation: str = "LPS"
+    # In-plane pixel size (mm) of the model grid; None resizes the whole slice to it.
+    pixel_mm: float | None = None
 
     def __post_init__(self) -> None:
         if self.size < 8:
             raise ValueError(f"model grid size must be at least 8 pixels, got {self.size}")
+        if self.pixel_mm is not None and not self.pixel_mm > 0:
+            raise ValueError(f"pixel_mm must be a positive size in mm, got {self.pixel_mm}")
         if self.context < 1 or self.context % 2 == 0:
             raise ValueError(f"context must be an odd number of slices >= 1, got {self.context}")
         axes = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
@@ -61,7 +68,12 @@ class PreprocessConfig:
             )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings; ``pixel_mm`` only when set, so that the keys of caches made before
+        it existed stay valid."""
+        data = asdict(self)
+        if self.pixel_mm is None:
+            del data["pixel_mm"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -72,22 +84,28 @@ class Geometry:
     source_affine: npt.NDArray[np.float64]
     orientation: str
     size: int
+    pixel_mm: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "source_shape": list(self.source_shape),
             "source_affine": np.asarray(self.source_affine).tolist(),
             "orientation": self.orientation,
             "size": self.size,
         }
+        if self.pixel_mm is not None:
+            data["pixel_mm"] = self.pixel_mm
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Geometry:
+        pixel_mm = data.get("pixel_mm")
         return cls(
             source_shape=tuple(data["source_shape"]),
             source_affine=np.asarray(data["source_affine"], dtype=np.float64),
             orientation=str(data["orientation"]),
             size=int(data["size"]),
+            pixel_mm=None if pixel_mm is None else float(pixel_mm),
         )
 
     @property
@@ -107,19 +125,30 @@ class Geometry:
         return self.source_affine @ inv_ornt_aff(self.to_canonical, self.source_shape[::-1])
 
     @property
+    def canonical_spacing(self) -> tuple[float, float, float]:
+        """Voxel size (mm) of the reoriented source, array order (slice, row, column)."""
+        sizes = np.sqrt((self.canonical_affine[:3, :3] ** 2).sum(axis=0))[::-1]
+        return float(sizes[0]), float(sizes[1]), float(sizes[2])
+
+    @property
     def model_spacing(self) -> tuple[float, float, float]:
         """Voxel size (mm) on the model grid, array order (slice, row, column)."""
-        sizes = np.sqrt((self.canonical_affine[:3, :3] ** 2).sum(axis=0))[::-1]
+        slice_mm, row_mm, col_mm = self.canonical_spacing
+        if self.pixel_mm is not None:
+            return slice_mm, self.pixel_mm, self.pixel_mm
         rows, cols = self.canonical_shape[1:]
-        return (
-            float(sizes[0]),
-            float(sizes[1] * rows / self.size),
-            float(sizes[2] * cols / self.size),
+        return slice_mm, row_mm * rows / self.size, col_mm * cols / self.size
+
+    @property
+    def window(self) -> InPlaneWindow:
+        """Where the model grid lies on the reoriented source slice."""
+        return in_plane_window(
+            self.canonical_shape[1:], self.canonical_spacing[1:], self.size, self.pixel_mm
         )
 
     def labels_to_source(self, labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
         """Labels on the model grid ``(slices, size, size)`` to the source grid, nearest."""
-        canonical = resample_in_plane(labels.astype(np.float32), self.canonical_shape[1:], order=0)
+        canonical = self.window.to_source(labels.astype(np.float32), order=0)
         return self._from_canonical(canonical.astype(np.uint8))
 
     def probabilities_to_source(
@@ -132,11 +161,13 @@ class Geometry:
         is linear and preserves sums, so the arg-max is foreground where the resampled
         foreground exceeds 0.5: one channel is resampled instead of two.
         """
+        window = self.window
         if probabilities.shape[-1] == 2:
-            foreground = resample_in_plane(probabilities[..., 1], self.canonical_shape[1:], order=1)
+            foreground = window.to_source(probabilities[..., 1], order=1)
             return self._from_canonical((foreground > 0.5).astype(np.uint8))
+        # beyond the model grid (a crop) nothing was predicted: background
         channels = [
-            resample_in_plane(probabilities[..., c], self.canonical_shape[1:], order=1)
+            window.to_source(probabilities[..., c], order=1, outside=float(c == 0))
             for c in range(probabilities.shape[-1])
         ]
         labels = np.argmax(np.stack(channels, axis=-1), axis=-1).astype(np.uint8)
@@ -178,6 +209,89 @@ def binarize(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
     return (np.asarray(labels) > 0).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class InPlaneWindow:
+    """The model grid's place on a source slice, per in-plane axis: model pixel ``o`` lies at
+    source coordinate ``start + (o + 0.5) * step - 0.5`` (pixel centres; ``step`` source
+    pixels per model pixel). The whole slice is ``start = 0``, ``step = n_in / n_out``."""
+
+    source_shape: tuple[int, int]
+    size: int
+    start: tuple[float, float]
+    step: tuple[float, float]
+    # SAML's map, edge to edge (resample_in_plane), rather than a crop or pad in millimetres
+    whole_slice: bool = False
+
+    def to_model(
+        self, array: npt.NDArray[np.floating], order: int = 1, outside: float | None = None
+    ) -> npt.NDArray[np.float32]:
+        """``(slices, rows, cols)`` on the source slice to ``(slices, size, size)``; beyond
+        the slice, ``outside`` (default: the array's minimum)."""
+        if self.whole_slice:
+            return resample_in_plane(array, (self.size, self.size), order)
+        array = np.asarray(array, dtype=np.float32)
+        fill = float(array.min()) if outside is None else outside
+        return _affine_in_plane(
+            array, np.array(self.step), np.array(self.start), (self.size, self.size), order, fill
+        )
+
+    def to_source(
+        self, array: npt.NDArray[np.floating], order: int = 1, outside: float = 0.0
+    ) -> npt.NDArray[np.float32]:
+        """``(slices, size, size)`` on the model grid back to the source slice; the source
+        pixels the model grid did not cover get ``outside`` (background)."""
+        if self.whole_slice:
+            return resample_in_plane(array, self.source_shape, order)
+        step, start = np.array(self.step), np.array(self.start)
+        # inverting o -> start + (o + 0.5) step - 0.5: c -> (c + 0.5 - start) / step - 0.5
+        inverse_start = -start / step
+        array = np.asarray(array, dtype=np.float32)
+        return _affine_in_plane(array, 1 / step, inverse_start, self.source_shape, order, outside)
+
+
+def in_plane_window(
+    source_shape: tuple[int, int],
+    source_spacing: tuple[float, float],
+    size: int,
+    pixel_mm: float | None,
+) -> InPlaneWindow:
+    """The model grid on a source slice of ``source_shape`` pixels of ``source_spacing`` mm:
+    the whole slice, or ``size`` pixels of ``pixel_mm`` centred on it."""
+    rows, cols = (int(n) for n in source_shape)
+    if pixel_mm is None:
+        return InPlaneWindow(
+            (rows, cols), size, (0.0, 0.0), (rows / size, cols / size), whole_slice=True
+        )
+    step = tuple(pixel_mm / float(spacing) for spacing in source_spacing)
+    start = tuple((n - size * s) / 2 for n, s in zip((rows, cols), step, strict=True))
+    return InPlaneWindow((rows, cols), size, start, step)  # type: ignore[arg-type]
+
+
+def _affine_in_plane(
+    array: npt.NDArray[np.float32],
+    step: npt.NDArray[np.float64],
+    start: npt.NDArray[np.float64],
+    shape: tuple[int, int],
+    order: int,
+    outside: float,
+) -> npt.NDArray[np.float32]:
+    """Output pixel ``o`` samples input coordinate ``start + (o + 0.5) * step - 0.5`` per
+    in-plane axis, anti-aliased where it shrinks, ``outside`` beyond the input."""
+    if order > 0 and np.any(step > 1):
+        sigma = (0.0, *np.maximum(0.0, (step - 1) / 2))
+        array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
+    return ndimage.affine_transform(
+        array,
+        np.array([1.0, *step]),
+        offset=np.array([0.0, *(start + 0.5 * step - 0.5)]),
+        output_shape=(array.shape[0], *shape),
+        order=order,
+        mode="constant",
+        cval=outside,
+        prefilter=False,
+    )
+
+
 def resample_in_plane(
     array: npt.NDArray[np.floating], shape: tuple[int, int], order: int = 1
 ) -> npt.NDArray[np.float32]:
@@ -216,21 +330,30 @@ def prepare_volume(
     canonical = reorient(image, config.orientation)
     where = str(image.source or "<in memory>")
     normalised = zscore(canonical, where)
-    resampled = resample_in_plane(normalised, (config.size, config.size), order=1)
     geometry = Geometry(
         source_shape=image.shape,
         source_affine=image.affine,
         orientation=config.orientation,
         size=config.size,
+        pixel_mm=config.pixel_mm,
     )
-    return resampled, geometry
+    return geometry.window.to_model(normalised, order=1), geometry
+
+
+def _window(volume: Volume, config: PreprocessConfig) -> InPlaneWindow:
+    """The model grid on ``volume``'s slices, as :func:`prepare_volume` places it."""
+    geometry = Geometry(
+        volume.shape, volume.affine, config.orientation, config.size, config.pixel_mm
+    )
+    return geometry.window
 
 
 def prepare_labels(labels: Volume, config: PreprocessConfig) -> npt.NDArray[np.uint8]:
     """Mask to model grid: reorient like the scan, binarise, resample linearly, threshold 0.5."""
     canonical = reorient(labels, config.orientation)
     mask = binarize(canonical).astype(np.float32)
-    return (resample_in_plane(mask, (config.size, config.size), order=1) >= 0.5).astype(np.uint8)
+    resampled = _window(labels, config).to_model(mask, order=1, outside=0.0)
+    return (resampled >= 0.5).astype(np.uint8)
 
 
 def prepare_probability(probability: Volume, config: PreprocessConfig) -> npt.NDArray[np.float32]:
@@ -238,7 +361,7 @@ def prepare_probability(probability: Volume, config: PreprocessConfig) -> npt.ND
     :func:`prepare_volume`'s image: the same reorientation and in-plane resampling (linear,
     anti-aliased when shrinking), without the z-score; values stay in [0, 1]."""
     canonical = reorient(probability, config.orientation).astype(np.float32, copy=False)
-    resampled = resample_in_plane(canonical, (config.size, config.size), order=1)
+    resampled = _window(probability, config).to_model(canonical, order=1, outside=0.0)
     return np.clip(resampled, 0.0, 1.0)
 
 
