@@ -86,9 +86,11 @@ def _folder_name(arm: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in arm).split())
 
 
-def train(folder: Path, seeds: list[int], options: list[str], cache: Path | None) -> None:
+def train(
+    folder: Path, seeds: list[int], arms: list[str], options: list[str], cache: Path | None
+) -> None:
     for seed in seeds:
-        for arm in ARMS:
+        for arm in arms:
             out = folder / _folder_name(arm) / f"seed{seed}"
             if (out / "enet.keras").is_file():
                 continue
@@ -101,7 +103,7 @@ def train(folder: Path, seeds: list[int], options: list[str], cache: Path | None
             print(f"  {arm}, seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def report(folder: Path, seeds: list[int], threads: int) -> None:
+def report(folder: Path, seeds: list[int], arms: list[str], threads: int) -> None:
     scan = read_volume(TEST_SCAN)
     truth = read_volume(TEST_TRUTH, labels=True).array > 0
     started = time.perf_counter()
@@ -110,10 +112,10 @@ def report(folder: Path, seeds: list[int], threads: int) -> None:
     print(f"settings: {' '.join(RECIPE)} {folder.name}; test scan {TEST_SCAN.name}\n")
     print("| arm | seed | validation (agreement with TAPS) | Dice on Case00 | student s |")
     print("|---|---|---|---|---|")
-    scores: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    scores: dict[str, list[float]] = {arm: [] for arm in arms}
     seconds = []
     for seed in seeds:
-        for arm in ARMS:
+        for arm in arms:
             model_path = folder / _folder_name(arm) / f"seed{seed}" / "enet.keras"
             onnx_path = model_path.with_suffix(".onnx")
             if not onnx_path.is_file():
@@ -138,7 +140,9 @@ def report(folder: Path, seeds: list[int], threads: int) -> None:
     for arm, values in scores.items():
         mean, std = mean_and_std(values)
         print(f"- {arm}: Dice on Case00 {mean:.3f} +- {std:.3f} over {len(values)} seeds")
-    for arm in list(ARMS)[1:]:
+    for arm in arms if BASELINE in arms else []:
+        if arm == BASELINE:
+            continue
         gain = paired_gain(np.array(scores[arm])[:, None], np.array(scores[BASELINE])[:, None])
         print(f"- {arm} - {BASELINE}: {gain.sentence()}")
     print(f"- TAPS: Dice {dice(taps_mask, truth):.3f} in {taps_seconds:.1f} s")
@@ -157,6 +161,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, both")
     parser.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: kdseg's)")
     parser.add_argument("--report", action="store_true", help="measure only, train nothing")
+    parser.add_argument(
+        "--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="default: all three"
+    )
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
@@ -165,8 +172,8 @@ def main() -> None:
         raise SystemExit(f"{TEST_SCAN}: the real scans are not here (../shared/data/real)")
     folder = settings_folder(args.out, args.options)
     if not args.report:
-        train(folder, args.seeds, args.options, args.cache_dir)
-    report(folder, args.seeds, args.threads)
+        train(folder, args.seeds, args.arms, args.options, args.cache_dir)
+    report(folder, args.seeds, args.arms, args.threads)
 
 
 if __name__ == "__main__":
