@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_kdseg.core.atomic import atomic_path
 from napari_kdseg.core.errors import KdsegDataError
-from napari_kdseg.data.preprocess import PreprocessConfig
+from napari_kdseg.data.preprocess import LOCAL_MEAN_SIGMA_MM, PreprocessConfig
 from napari_kdseg.data.provenance import REAL, SYNTHETIC, SiteData
 
 if TYPE_CHECKING:
@@ -60,6 +60,17 @@ PREPROCESS_DETAILS = {
     "normalisation": "z-score over the whole volume",
     "labels": "label > 0 is prostate",
 }
+
+
+def preprocess_details(preprocess: PreprocessConfig) -> dict[str, str]:
+    """The card's words for how ``preprocess`` normalises intensities and reads labels."""
+    details = dict(PREPROCESS_DETAILS)
+    if preprocess.intensity == "local":
+        details["normalisation"] = (
+            f"each slice divided by its local mean (Gaussian of {LOCAL_MEAN_SIGMA_MM:g} mm), "
+            "then z-score over the whole volume"
+        )
+    return details
 
 
 class ModelFileError(KdsegDataError):
@@ -289,7 +300,7 @@ class ModelCard:
             architecture=config.model,
             width=config.width,
             input_details={"layout": INPUT_LAYOUT},
-            preprocess_details=dict(PREPROCESS_DETAILS),
+            preprocess_details=preprocess_details(config.preprocess),
             class_names=CLASS_NAMES,
             training_sites=tuple(sites),
             training_data=None if training_data is None else tuple(training_data),
@@ -366,17 +377,22 @@ class _Sections:
         context = self.integer("preprocess", section, "context")
         orientation = section.get("orientation", "LPS")
         pixel_mm = section.get("pixel_mm")
+        intensity = section.get("intensity", "volume")
         if pixel_mm is not None and (
             isinstance(pixel_mm, bool) or not isinstance(pixel_mm, int | float)
         ):
             raise self.error("preprocess", f"'pixel_mm' must be a number, got {pixel_mm!r}")
         try:
             preprocess = PreprocessConfig(
-                size=size, context=context, orientation=orientation, pixel_mm=pixel_mm
+                size=size,
+                context=context,
+                orientation=orientation,
+                pixel_mm=pixel_mm,
+                intensity=intensity,
             )
         except (TypeError, ValueError) as error:
             raise self.error("preprocess", str(error)) from error
-        named = {"size", "context", "orientation", "pixel_mm"}
+        named = {"size", "context", "orientation", "pixel_mm", "intensity"}
         return preprocess, {k: v for k, v in section.items() if k not in named}
 
     def input_details(self, preprocess: PreprocessConfig) -> dict[str, Any] | None:

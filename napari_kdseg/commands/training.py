@@ -186,6 +186,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "millimetres centred on each slice, whatever the scanner's field of view (default: "
         "the whole slice resized to the grid, as the paper)",
     )
+    parser.add_argument(
+        "--intensity",
+        choices=("volume", "local"),
+        help="volume: z-score over the whole volume (the paper's; default); local: each slice "
+        "divided by its local mean first, which flattens a receive coil's falloff (an "
+        "endorectal coil's above all)",
+    )
     parser.add_argument("--width", type=float, help="channel width multiplier")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
@@ -221,9 +228,10 @@ def config_from_arguments(args: argparse.Namespace, model: str) -> TrainConfig:
     }
     if args.size is not None:
         overrides["preprocess"] = dataclasses.replace(config.preprocess, size=args.size)
-    if args.pixel_mm is not None:
-        preprocess = overrides.get("preprocess", config.preprocess)
-        overrides["preprocess"] = dataclasses.replace(preprocess, pixel_mm=args.pixel_mm)
+    for name in ("pixel_mm", "intensity"):
+        if getattr(args, name) is not None:
+            preprocess = overrides.get("preprocess", config.preprocess)
+            overrides["preprocess"] = dataclasses.replace(preprocess, **{name: getattr(args, name)})
     if args.augment is not None:
         overrides["augment"] = AugmentConfig.named(args.augment)
     return dataclasses.replace(config, **overrides)

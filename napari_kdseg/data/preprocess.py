@@ -5,7 +5,10 @@ Forward (training and inference alike):
 1. reorient the voxel axes to a canonical order (default LPS: axial slices, patient left to
    the right of the image, anterior at the top) by flips and axis swaps only, which is exact;
 2. labels > 0 become prostate;
-3. z-score the scan over the whole volume (SAML normalises per volume);
+3. z-score the scan over the whole volume (SAML normalises per volume); with
+   ``intensity="local"``, first divide each slice by its local mean (a Gaussian of
+   :data:`LOCAL_MEAN_SIGMA_MM`), which flattens a receive coil's sensitivity falloff (an
+   endorectal coil's above all) the way homomorphic filtering does;
 4. resample every slice in plane to the model grid (default 384 x 384), linear for scans and
    for masks (thresholded at 0.5), anti-aliased when shrinking: the whole slice (SAML), or,
    with ``pixel_mm``, a square of ``size x pixel_mm`` millimetres centred on the slice, so a
@@ -44,6 +47,15 @@ from napari_kdseg.data.volume import Volume
 PREPROCESS_VERSION = 2
 
 
+#: How intensities are normalised (see :class:`PreprocessConfig`).
+INTENSITY_NORMALISATIONS = ("volume", "local")
+#: The in-plane Gaussian (mm) whose local mean ``intensity="local"`` divides by: wide enough
+#: to keep the contrast between the gland and its neighbours, narrow enough to follow an
+#: endorectal coil's falloff (on the real Case00 it brings the gland's mean z-score from
+#: 0.88 to 0.27, that of surface-coil 3 T scans being 0.12-0.20).
+LOCAL_MEAN_SIGMA_MM = 10.0
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How scans become network inputs. Defaults follow SAML (Liu et al., MICCAI 2020)."""
@@ -53,12 +65,19 @@ class PreprocessConfig:
     orientation: str = "LPS"
     # In-plane pixel size (mm) of the model grid; None resizes the whole slice to it.
     pixel_mm: float | None = None
+    # "volume": z-score over the whole volume (SAML); "local": each slice divided by its
+    # local mean first (coil falloff flattened), then the same z-score.
+    intensity: str = "volume"
 
     def __post_init__(self) -> None:
         if self.size < 8:
             raise ValueError(f"model grid size must be at least 8 pixels, got {self.size}")
         if self.pixel_mm is not None and not self.pixel_mm > 0:
             raise ValueError(f"pixel_mm must be a positive size in mm, got {self.pixel_mm}")
+        if self.intensity not in INTENSITY_NORMALISATIONS:
+            raise ValueError(
+                f"intensity must be one of {INTENSITY_NORMALISATIONS}, got {self.intensity!r}"
+            )
         if self.context < 1 or self.context % 2 == 0:
             raise ValueError(f"context must be an odd number of slices >= 1, got {self.context}")
         axes = {"L": 0, "R": 0, "P": 1, "A": 1, "S": 2, "I": 2}
@@ -68,11 +87,13 @@ class PreprocessConfig:
             )
 
     def to_json(self) -> dict[str, Any]:
-        """The settings; ``pixel_mm`` only when set, so that the keys of caches made before
-        it existed stay valid."""
+        """The settings; ``pixel_mm`` and ``intensity`` only when not their defaults, so that
+        the keys of caches made before they existed stay valid."""
         data = asdict(self)
         if self.pixel_mm is None:
             del data["pixel_mm"]
+        if self.intensity == "volume":
+            del data["intensity"]
         return data
 
 
@@ -329,7 +350,6 @@ def prepare_volume(
     """Scan to model grid: reorient, z-score, resample. Returns ``(slices, size, size)``."""
     canonical = reorient(image, config.orientation)
     where = str(image.source or "<in memory>")
-    normalised = zscore(canonical, where)
     geometry = Geometry(
         source_shape=image.shape,
         source_affine=image.affine,
@@ -337,7 +357,26 @@ def prepare_volume(
         size=config.size,
         pixel_mm=config.pixel_mm,
     )
+    if config.intensity == "local":
+        canonical = divide_by_local_mean(canonical, geometry.canonical_spacing[1:], where)
+    normalised = zscore(canonical, where)
     return geometry.window.to_model(normalised, order=1), geometry
+
+
+def divide_by_local_mean(
+    array: npt.NDArray[np.floating], spacing_mm: tuple[float, float], where: str = "<in memory>"
+) -> npt.NDArray[np.float32]:
+    """Each slice of ``(slices, rows, cols)`` divided by its in-plane Gaussian mean of
+    :data:`LOCAL_MEAN_SIGMA_MM`, plus a tenth of the volume's mean so that dark air does not
+    blow up; a smooth multiplicative field (a coil's sensitivity) cancels out."""
+    array = np.asarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(array)):
+        raise VolumeError(where, f"scan holds {int(np.sum(~np.isfinite(array)))} NaN/Inf voxels")
+    shifted = array - min(float(array.min()), 0.0)  # a field multiplies signal, which is >= 0
+    sigma = (0.0, *(LOCAL_MEAN_SIGMA_MM / float(mm) for mm in spacing_mm))
+    local = ndimage.gaussian_filter(shifted, sigma=sigma, mode="nearest")
+    floor = max(0.1 * float(shifted.mean()), 1e-6)
+    return (shifted / (local + floor)).astype(np.float32)
 
 
 def _window(volume: Volume, config: PreprocessConfig) -> InPlaneWindow:
