@@ -49,7 +49,8 @@ class TrainingCurves(QWidget):
             axes.tick_params(labelsize=7)
             axes.grid(alpha=0.3)
             # text is most of a draw's cost: few ticks keep the GUI thread's redraws short
-            axes.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+            # steps and epochs are whole, even when a one-epoch run shows a single one
+            axes.xaxis.set_major_locator(MaxNLocator(4, integer=True, min_n_ticks=1))
             axes.yaxis.set_major_locator(MaxNLocator(4))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -82,6 +83,21 @@ class TrainingCurves(QWidget):
             sum(len(curve.dices) for curve in self._curves),
         )
 
+    def _set_x_limits(self) -> None:
+        """Whole trainings on the x axes, as planned: step 0 to the last, epoch 1 to the last
+        with half an epoch either side. Autoscaling around the few points of a short run drew
+        one epoch from 0.96 to 1.05."""
+        planned_steps = [
+            curve.epochs * curve.steps_per_epoch or max(curve.loss_steps, default=0)
+            for curve in self._curves
+        ]
+        planned_epochs = [
+            curve.epochs or max(curve.dice_epochs, default=0) for curve in self._curves
+        ]
+        steps, epochs = max(planned_steps, default=0), max(planned_epochs, default=0)
+        self.loss_axes.set_xlim(0, max(1, steps))
+        self.dice_axes.set_xlim(0.5, max(1, epochs) + 0.5)
+
     def _draw(self) -> None:
         """Update the lines' data (adding lines for new trainings) and render once."""
         if len(self._lines) > len(self._curves):  # a new run started
@@ -100,9 +116,8 @@ class TrainingCurves(QWidget):
             loss_line.set_data(curve.loss_steps, curve.losses)
             dice_line.set_data(curve.dice_epochs, curve.dices)
         self.loss_axes.relim()
-        self.loss_axes.autoscale_view()
-        self.dice_axes.relim()
-        self.dice_axes.autoscale_view(scaley=False)
+        self.loss_axes.autoscale_view(scalex=False)
+        self._set_x_limits()
         self.canvas.draw_idle()
         self._dirty = False
         self._last_draw = time.monotonic()

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -57,7 +58,7 @@ from napari_kdseg.jobs.plan import (
     site_roles,
     validate,
 )
-from napari_kdseg.jobs.progress import LosoProgress, format_seconds
+from napari_kdseg.jobs.progress import LosoProgress, format_seconds, is_noise
 from napari_kdseg.library import library_dir
 from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
 
@@ -65,8 +66,9 @@ from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
 POLL_MS = 100
 #: Events handled per drain at most, so a burst never holds the GUI thread.
 EVENTS_PER_POLL = 500
-#: Lines kept in the panel's log view.
+#: Lines kept in the panel's log view, and in its raw log (the run's job.log keeps all).
 LOG_VIEW_LINES = 400
+RAW_LOG_VIEW_LINES = 5000
 TEACHER_FILE_ITEM = "trained teacher file…"
 TAPS_ITEM = "TAPS (trained on real prostate MRI)"
 RUNS_FOLDER = Path.home() / "kdseg-runs"
@@ -91,6 +93,8 @@ class DistillationPanel(QWidget):
         self.progress = LosoProgress()
         self._shown_revision = -1
         self._run_folder_edited = False
+        self._dataset_typed = False  # the user's own dataset path: drops no longer replace it
+        self._status_from_plan = False
         self._ready = False  # handlers wait until every widget exists
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
@@ -102,13 +106,13 @@ class DistillationPanel(QWidget):
         setup_layout.addWidget(self._build_models_group())
         setup_layout.addWidget(self._build_training_group())
         setup_layout.addWidget(self._build_output_group())
+        setup_layout.addWidget(self._build_plan_group())
         setup_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(setup)
+        # Both pages scroll, so the dock fits a laptop screen (1280 x 800) beside the
+        # segmentation panel while Start, Cancel, the bar and the status stay in view.
         self.tabs = QTabWidget()
-        self.tabs.addTab(scroll, "Setup")
-        self.tabs.addTab(self._build_progress_tab(), "Progress and results")
+        self.tabs.addTab(_scrolling(setup), "Setup")
+        self.tabs.addTab(_scrolling(self._build_progress_tab()), "Progress and results")
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.tabs, 1)
@@ -128,6 +132,7 @@ class DistillationPanel(QWidget):
         row = QHBoxLayout()
         self.dataset_edit = QLineEdit()
         self.dataset_edit.setPlaceholderText("dataset root holding one folder per site")
+        self.dataset_edit.textEdited.connect(self._on_dataset_typed)
         self.dataset_edit.editingFinished.connect(
             lambda: self.set_dataset(self.dataset_edit.text())
         )
@@ -137,7 +142,10 @@ class DistillationPanel(QWidget):
         row.addWidget(choose)
         layout.addLayout(row)
         self.dropped_button = QPushButton("Use dropped folder")
-        self.dropped_button.setToolTip("The dataset root the viewer's layers were read from")
+        self.dropped_button.setToolTip(
+            "The dataset root the newest layer was read from (the field follows drops until "
+            "you type or choose a folder yourself)"
+        )
         self.dropped_button.clicked.connect(self._use_dropped_dataset)
         layout.addWidget(self.dropped_button)
 
@@ -280,14 +288,19 @@ class DistillationPanel(QWidget):
         form.addRow("Model library", _with_button(self.library_edit, self._choose_library))
         return group
 
-    def _build_controls(self) -> QWidget:
-        """Always visible under the tabs: what Start will do, Start and Cancel, the status."""
-        controls = QWidget()
-        layout = QVBoxLayout(controls)
+    def _build_plan_group(self) -> QGroupBox:
+        group = QGroupBox("What Start will do")
+        layout = QVBoxLayout(group)
         self.plan_label = QLabel()
         self.plan_label.setWordWrap(True)
         self.plan_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.plan_label)
+        return group
+
+    def _build_controls(self) -> QWidget:
+        """Always visible under the tabs: Start and Cancel, the progress bar, the status."""
+        controls = QWidget()
+        layout = QVBoxLayout(controls)
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Train; with the same run folder, resume an earlier run")
@@ -321,13 +334,25 @@ class DistillationPanel(QWidget):
         layout.addWidget(self.eta_label)
         self.curves = TrainingCurves()
         layout.addWidget(self.curves)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(LOG_VIEW_LINES)
-        self.log_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.log_view.setPlaceholderText("the training process's output appears here")
-        self.log_view.setMinimumHeight(90)
-        layout.addWidget(self.log_view, 1)
+        log_header = QHBoxLayout()
+        log_header.addWidget(QLabel("What the training process did"), 1)
+        self.raw_log_button = QPushButton("Show raw log")
+        self.raw_log_button.setCheckable(True)
+        self.raw_log_button.setToolTip(
+            "Everything the training process printed, JSON events and TensorFlow's messages "
+            "included (the run folder's job.log keeps all of it)"
+        )
+        self.raw_log_button.toggled.connect(self._show_raw_log)
+        log_header.addWidget(self.raw_log_button)
+        layout.addLayout(log_header)
+        self.log_view = _log_view(LOG_VIEW_LINES, wrap=True)
+        self.log_view.setPlaceholderText("what the training process does appears here")
+        self.raw_log_view = _log_view(RAW_LOG_VIEW_LINES, wrap=False)
+        self.log_views = QStackedWidget()
+        self.log_views.addWidget(self.log_view)
+        self.log_views.addWidget(self.raw_log_view)
+        self.log_views.setMinimumHeight(90)
+        layout.addWidget(self.log_views, 1)
         layout.addWidget(QLabel("Results on the target site"))
         self.results_table = QTableWidget(0, 3)
         self.results_table.setHorizontalHeaderLabels(["model", "variant", "Dice (mean ± std)"])
@@ -373,34 +398,47 @@ class DistillationPanel(QWidget):
         self.problems_label.setText(
             f"Problems ({count})" if count else "Problems: none found in the file names"
         )
+        self._show_dropped_button(self.dropped_dataset_root())
         self._on_target_changed()
 
     def _offer_dropped_dataset(self, *_: Any) -> None:
+        """Follow the newest dropped dataset, unless the user gave their own path since."""
         root = self.dropped_dataset_root()
-        self.dropped_button.setEnabled(root is not None)
+        if root is not None and (not self._dataset_typed or not self.dataset_edit.text().strip()):
+            self._dataset_typed = False
+            if self.dataset is None or self.dataset.root != root:
+                self.set_dataset(root)
+        self._show_dropped_button(root)
+
+    def _show_dropped_button(self, root: Path | None) -> None:
+        """Offer the dropped folder while the field holds another."""
+        current = self.dataset.root if self.dataset is not None else None
+        self.dropped_button.setEnabled(root is not None and root != current)
         self.dropped_button.setText(
             f"Use dropped folder ({root})" if root is not None else "Use dropped folder"
         )
-        if root is not None and not self.dataset_edit.text().strip():
-            self.set_dataset(root)
 
     def dropped_dataset_root(self) -> Path | None:
-        """The dataset root behind the viewer's layers read by this plugin, if any."""
-        sources = [
-            source
-            for layer in self.viewer.layers
-            if (source := (layer.metadata.get("kdseg") or {}).get("source"))
-        ]
-        return dataset_root_of(sources)
+        """The dataset root behind the newest layer read by this plugin, if any."""
+        for layer in reversed(self.viewer.layers):
+            source = (layer.metadata.get("kdseg") or {}).get("source")
+            if source:
+                return dataset_root_of([source])
+        return None
 
     def _use_dropped_dataset(self) -> None:
         root = self.dropped_dataset_root()
         if root is not None:
+            self._dataset_typed = False
             self.set_dataset(root)
+
+    def _on_dataset_typed(self, _text: str) -> None:
+        self._dataset_typed = True
 
     def _choose_dataset(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset root", self.dataset_edit.text())
         if folder:
+            self._dataset_typed = True
             self.set_dataset(folder)
 
     def _on_target_changed(self, *_: Any) -> None:
@@ -446,7 +484,7 @@ class DistillationPanel(QWidget):
 
     def _on_run_folder_edited(self, _text: str) -> None:
         self._run_folder_edited = True
-        self._update_plan()
+        self._refresh_plan(move_run_folder=False)  # the user's folder, even one in use
 
     def _default_run_folder(self) -> Path:
         """``~/kdseg-runs/<dataset>-unseen-<target>-<student>-from-<teacher>``."""
@@ -498,15 +536,44 @@ class DistillationPanel(QWidget):
         )
 
     def _update_plan(self, *_: Any) -> None:
+        self._refresh_plan(move_run_folder=True)
+
+    def _refresh_plan(self, move_run_folder: bool) -> None:
+        """Validate the form, show what Start will do and enable it.
+
+        With ``move_run_folder`` (a setting changed, not the run folder typed), a run folder
+        holding a run made with other settings gives way to a free folder beside it, and the
+        status says so: the earlier run stays as it was, the new one goes next to it.
+        """
         if not self._ready:
             return
-        checked = validate(self.settings(), self.dataset)
+        settings = self.settings()
+        checked = validate(settings, self.dataset)
+        moved = ""
+        if move_run_folder and not self.running and checked.free_run_folder is not None:
+            moved = (
+                f"The earlier run in {settings.run_folder} used other settings "
+                f"({', '.join(checked.other_settings)}); it stays as it is, and this run goes "
+                f"to {checked.free_run_folder}."
+            )
+            self.run_folder_edit.setText(str(checked.free_run_folder))
+            checked = validate(self.settings(), self.dataset)
         lines = [
             f"<span style='color:{_ERROR_COLOUR}'>✗ {error}</span>" for error in checked.errors
         ]
         lines += [f"• {note}" for note in checked.notes]
         self.plan_label.setText("<br>".join(lines) or "ready")
         self.start_button.setEnabled(checked.ok and not self.running)
+        if self.running:
+            return
+        if checked.errors:
+            more = len(checked.errors) - 1
+            also = f" (and {more} more below, under What Start will do)" if more else ""
+            self._set_status(f"Start waits: {checked.errors[0]}{also}", error=True, plan=True)
+        elif moved:
+            self._set_status(moved, plan=True)
+        elif self._status_from_plan:
+            self._set_status("ready to start", plan=True)
 
     def _choose_teacher_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Trained teacher", "", "Keras model (*.keras)")
@@ -549,12 +616,15 @@ class DistillationPanel(QWidget):
         if not checked.ok:
             show_error("Cannot start: " + "; ".join(checked.errors))
             return
+        # the same run folder resumes the earlier job: its trainings keep their curves
+        resuming = self.job is not None and self.job.run_folder == settings.run_folder
+        self.progress = LosoProgress(curves=self.progress.curves if resuming else [])
         self.job = ChildJob(job_argv(settings), settings.run_folder)
-        self.progress = LosoProgress()
         self._shown_revision = -1
         self.results_table.setRowCount(0)
         self.exported_label.setText("Exported students: –")
         self.log_view.clear()
+        self.raw_log_view.clear()
         self.curves.show_curves(self.progress.curves)
         self.curves.redraw_if_due(force=True)
         self.job.start()
@@ -585,16 +655,32 @@ class DistillationPanel(QWidget):
             self._finish(self.job)
 
     def _take(self, events: list[JobEvent]) -> None:
-        self.log_view.appendPlainText("\n".join(event.line for event in events))
+        """Fold ``events`` into the progress; the log shows them as sentences, the raw log
+        as printed."""
+        sentences: list[str] = []
         for event in events:
             if event.is_log:
+                # after the report event the command prints the report for terminals; the
+                # results table shows it here
+                report_text = bool(self.progress.report) and event.stream == "stdout"
+                if not (report_text or is_noise(event.line)):
+                    sentences.append(event.line)
                 continue
-            self.progress.apply(event.name, event.fields)
+            sentence = self.progress.apply(event.name, event.fields)
+            if sentence:
+                sentences.append(sentence)
             if event.name == "exported":
                 self.model_exported.emit(str(event.fields.get("path")))
+        _append(self.raw_log_view, [event.line for event in events])
+        _append(self.log_view, sentences)
         if self.progress.revision != self._shown_revision:
             self._shown_revision = self.progress.revision
             self._show_progress()
+
+    def _show_raw_log(self, raw: bool) -> None:
+        self.log_views.setCurrentWidget(self.raw_log_view if raw else self.log_view)
+        self.raw_log_button.setText("Show plain log" if raw else "Show raw log")
+        _scroll_to_end(self.raw_log_view if raw else self.log_view)
 
     def _show_progress(self) -> None:
         progress = self.progress
@@ -646,7 +732,10 @@ class DistillationPanel(QWidget):
             self._set_status(f"{outcome.message}\nlog: {job.log_path}", error=True)
             show_error(f"Distillation {outcome.message}\n{tail}")
 
-    def _set_status(self, text: str, error: bool = False) -> None:
+    def _set_status(self, text: str, error: bool = False, plan: bool = False) -> None:
+        """Show ``text``; ``plan`` marks it as about the settings, replaced once they change
+        (a job's outcome stays until the settings say something new)."""
+        self._status_from_plan = plan
         self.status_label.setText(text)
         self.status_label.setStyleSheet(f"color: {_ERROR_COLOUR};" if error else "")
 
@@ -655,6 +744,35 @@ def _spin(low: int, high: int) -> QSpinBox:
     spin = QSpinBox()
     spin.setRange(low, high)
     return spin
+
+
+def _log_view(lines: int, wrap: bool) -> QPlainTextEdit:
+    view = QPlainTextEdit()
+    view.setReadOnly(True)
+    view.setMaximumBlockCount(lines)
+    if not wrap:
+        view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+    return view
+
+
+def _append(view: QPlainTextEdit, lines: list[str]) -> None:
+    """Append ``lines`` in one edit and show the newest."""
+    if lines:
+        view.appendPlainText("\n".join(lines))
+        _scroll_to_end(view)
+
+
+def _scroll_to_end(view: QPlainTextEdit) -> None:
+    bar = view.verticalScrollBar()
+    bar.setValue(bar.maximum())
+
+
+def _scrolling(page: QWidget) -> QScrollArea:
+    """``page`` in a vertical scroll area: its height no longer sets the dock's minimum."""
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setWidget(page)
+    return scroll
 
 
 def _with_button(edit: QLineEdit, choose: Any) -> QWidget:

@@ -9,17 +9,25 @@ student, trained without the target site and exported to the library, where the
 segmentation panel or ``kdseg evaluate`` scores it.
 
 Qt-free and Keras-free: the presets come from :mod:`napari_kdseg.training.config`, the
-model names from :mod:`napari_kdseg.architectures` and the distillation terms from
-:mod:`napari_kdseg.distillation.terms`, none of which imports Keras.
+model names from :mod:`napari_kdseg.architectures`, the distillation terms from
+:mod:`napari_kdseg.distillation.terms` and the command's options from
+:mod:`napari_kdseg.commands.training`, none of which imports Keras.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from napari_kdseg.architectures import STUDENTS, TEACHERS
+from napari_kdseg.architectures import DISPLAY_NAMES, STUDENTS, TEACHERS
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.distillation import terms
 from napari_kdseg.jobs.child import python_command
@@ -28,6 +36,21 @@ from napari_kdseg.training import config as training_config
 
 TRAINING_ROLE = "training: teacher + student"
 TARGET_ROLE = "target (unseen)"
+#: Each architecture's total stride: its input height and width must be multiples of it.
+#: Restated from ``TOTAL_STRIDE`` in ``napari_kdseg/models/<name>.py``, modules that import
+#: Keras (``tests/jobs/test_plan.py`` checks the two agree).
+INPUT_MULTIPLES = {"espnet": 8, "enet": 8, "erfnet": 8, "unetpp": 16, "deeplabv3plus": 8}
+#: The file in which ``kdseg loso`` pins a run folder's training settings.
+GRID_FILE = "grid.json"
+#: Settings as people name them, by their key in a pinned training configuration.
+_SETTING_WORDS = {
+    "batch_size": "batch size",
+    "learning_rate": "learning rate",
+    "preprocess": "input size or preprocessing",
+    "distillation": "loss weights",
+    "augment": "augmentation",
+    "teacher_files": "teacher file",
+}
 
 
 @dataclass(frozen=True)
@@ -132,10 +155,16 @@ class SiteRole:
 
 @dataclass(frozen=True)
 class Validation:
-    """``errors`` stop a run from starting; ``notes`` tell what it will do."""
+    """``errors`` stop a run from starting; ``notes`` tell what it will do.
+
+    When the run folder holds a run made with other settings, ``other_settings`` names them
+    and ``free_run_folder`` is the first folder beside it the run can go to instead.
+    """
 
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    other_settings: list[str] = field(default_factory=list)
+    free_run_folder: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -290,6 +319,33 @@ def _common_parts(parts: list[tuple[str, ...]]) -> list[str]:
     return common
 
 
+def trained_architectures(settings: DistillationSettings) -> list[str]:
+    """The architectures the run builds at its input size: the teacher trained in the run
+    (or the one a teacher file's card names) and the student; TAPS has its own grid."""
+    models = [settings.student]
+    if settings.teacher_file is not None:
+        architecture = _architecture_of(settings.teacher_file)
+        models[:0] = [architecture] if architecture else []  # unreadable: reported on its own
+    elif not settings.from_taps:
+        models.insert(0, settings.teacher)
+    return models
+
+
+def size_errors(size: int, models: Sequence[str]) -> list[str]:
+    """One sentence for each model that cannot take ``size`` (height and width must be
+    multiples of its total stride), with two sizes that suit every model in ``models``."""
+    multiples = {model: INPUT_MULTIPLES[model] for model in models if model in INPUT_MULTIPLES}
+    common = math.lcm(*multiples.values()) if multiples else 1
+    below = size // common * common
+    examples = (below, below + common) if below else (common, 2 * common)
+    return [
+        f"Input size {size}: {DISPLAY_NAMES.get(model, model)} needs a multiple of "
+        f"{multiple}, for example {examples[0]} or {examples[1]}"
+        for model, multiple in multiples.items()
+        if size % multiple
+    ]
+
+
 def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validation:
     """What stops the run from starting, and what it will do, in words a user can act on."""
     errors: list[str] = []
@@ -357,6 +413,9 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
         errors.append(f"unknown student {settings.student!r}; choose {', '.join(STUDENTS)}")
     if settings.preset not in PRESETS:
         errors.append(f"unknown preset {settings.preset!r}; choose {', '.join(PRESETS)}")
+    else:
+        size = settings.size or settings.preset_values.size
+        errors += size_errors(size, trained_architectures(settings))
     try:
         terms.check_names(settings.losses)
     except ValueError as error:
@@ -381,9 +440,121 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
             "no distillation loss is on: only the student without distillation (w/o) is "
             "trained and scored, besides the teacher"
         )
-    if (settings.run_folder / "grid.json").is_file():
-        notes.append(
-            f"{settings.run_folder} holds an earlier run: Start resumes it and skips the "
-            "finished models (it must have been made with the same settings)"
-        )
-    return Validation(errors, notes)
+    other_settings: list[str] = []
+    free: Path | None = None
+    if not errors and not settings.single_student and (settings.run_folder / GRID_FILE).is_file():
+        other_settings = earlier_run_differences(settings)
+        if other_settings:
+            free = free_run_folder(settings)
+            errors.append(
+                f"{settings.run_folder} holds a run made with other settings "
+                f"({', '.join(other_settings)}); choose another run folder, for example {free}"
+            )
+        else:
+            notes.append(
+                f"{settings.run_folder} holds an earlier run with these settings: Start "
+                "resumes it and skips the finished models"
+            )
+    return Validation(errors, notes, other_settings, free)
+
+
+def pinned_settings(settings: DistillationSettings) -> dict[str, Any]:
+    """What ``kdseg loso`` run with :func:`loso_argv` pins in the run folder's ``grid.json``.
+
+    Restates ``Grid._pin_settings`` and ``_run_grid`` (``napari_kdseg/experiments/grid.py``
+    and ``napari_kdseg/commands/evaluation.py``; the first imports Keras) over the options
+    parsed as the command parses them; ``tests/jobs/test_plan.py`` runs the real command to
+    check that the two agree.
+    """
+    from napari_kdseg.commands.training import (
+        add_config_arguments,
+        add_lambdas_argument,
+        config_from_arguments,
+        lambdas_from_arguments,
+    )
+
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    add_config_arguments(parser)
+    add_lambdas_argument(parser)
+    parser.add_argument("--student-epochs", type=int)
+    parser.add_argument("--teacher-file", type=Path, nargs="+", default=[])
+    args, _ = parser.parse_known_args(loso_argv(settings)[4:])  # after "python -m pkg loso"
+    teacher = config_from_arguments(args, "unetpp")
+    student = config_from_arguments(args, "enet")
+    if args.student_epochs is not None:
+        student = dataclasses.replace(student, epochs=args.student_epochs)
+    if args.lambdas:
+        weights = lambdas_from_arguments(args)
+        distillation = dataclasses.replace(student.distillation, lambdas=weights)
+        student = dataclasses.replace(student, distillation=distillation)
+    pinned: dict[str, Any] = {"dataset": str(settings.dataset)} | {
+        role: dataclasses.replace(config, model="*").to_json()
+        for role, config in (("teacher", teacher), ("student", student))
+    }
+    if args.teacher_file:
+        pinned["teacher_files"] = {
+            _architecture_of(path) or "teacher": str(path) for path in args.teacher_file
+        }
+    return json.loads(json.dumps(pinned))  # tuples become lists, as when read back
+
+
+def earlier_run_differences(settings: DistillationSettings) -> list[str]:
+    """The settings in which the run pinned in the run folder differs from ``settings``, in
+    words (``teacher epochs``, ``student input size or preprocessing``); empty when there is
+    no pinned run or it matches. Only ``kdseg loso`` pins its settings."""
+    path = settings.run_folder / GRID_FILE
+    if settings.single_student or not path.is_file():
+        return []
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ["its settings file cannot be read"]
+    if not isinstance(previous, dict):
+        return ["its settings file cannot be read"]
+    now = pinned_settings(settings)
+    for role in ("teacher", "student"):
+        # as the command does: a setting added since the folder was made counts at its
+        # default, and an unreadable one is compared as written
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            config = training_config.TrainConfig.from_json(previous[role])
+            previous[role] = json.loads(json.dumps(config.to_json()))
+    differences = [
+        _SETTING_WORDS.get(key, key)
+        for key in ("dataset", "teacher_files")
+        if previous.get(key) != now.get(key)
+    ]
+    for role in ("teacher", "student"):
+        before, after = previous.get(role), now[role]
+        if not isinstance(before, dict):
+            differences.append(f"{role} settings")
+            continue
+        differences += [
+            f"{role} {_SETTING_WORDS.get(key, key.replace('_', ' '))}"
+            for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)
+        ]
+    return differences
+
+
+def free_run_folder(settings: DistillationSettings) -> Path:
+    """The first of ``FOLDER-2``, ``FOLDER-3``, ... that holds no run made with other
+    settings (``FOLDER`` being the run folder without such a number it already ends in)."""
+    folder = settings.run_folder
+    numbered = re.fullmatch(r"(.+)-\d+", folder.name)
+    if numbered and (folder.with_name(numbered[1]) / GRID_FILE).is_file():
+        folder = folder.with_name(numbered[1])
+    number = 2
+    while True:
+        candidate = folder.with_name(f"{folder.name}-{number}")
+        if not earlier_run_differences(dataclasses.replace(settings, run_folder=candidate)):
+            return candidate
+        number += 1
+
+
+def _architecture_of(teacher_file: Path) -> str | None:
+    """The architecture a teacher file's card names, None when it cannot be read."""
+    from napari_kdseg.card import ModelCard, ModelFileError
+
+    with contextlib.suppress(ModelFileError, OSError, ValueError):
+        return ModelCard.read_beside(teacher_file).architecture
+    return None

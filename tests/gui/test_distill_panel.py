@@ -8,6 +8,7 @@ a viewer that keeps answering while the child trains.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,10 +22,12 @@ from typing import Any
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QScrollArea
 
 from napari_kdseg._widgets.distill import DistillationPanel
 from napari_kdseg.data.phantom import generate_phantom
-from napari_kdseg.jobs.child import JobStatus
+from napari_kdseg.jobs.child import JobStatus, parse_line
+from napari_kdseg.jobs.plan import job_argv, pinned_settings
 
 SHOTS = Path("/tmp/shots_distill")
 #: A whole run (three trainings, scoring, two ONNX exports) took 2 min 10 s on 2 busy cores.
@@ -166,6 +169,198 @@ def test_the_dropped_dataset_is_offered_with_its_sites_roles_and_problems(
     assert panel.sites_table.item(1, 3).text() == "1"  # site B: one labelled case of two
 
 
+def test_the_dataset_field_follows_the_newest_drop_until_the_user_types_a_path(
+    panel: DistillationPanel, phantom: Path, tmp_path: Path, qtbot: Any
+) -> None:
+    other = generate_phantom(tmp_path / "other", cases_per_site=1, size=32, sites="DE")
+    assert panel.dataset_edit.text() == str(phantom)
+    panel.viewer.open(str(other / "D"), plugin="napari-kdseg")
+    assert panel.dataset_edit.text() == str(other)
+    assert panel.target_combo.currentText() in ("D", "E")
+    assert not panel.dropped_button.isEnabled()  # the field holds the dropped folder
+
+    # a path of the user's own stays; the newest drop is offered on the button
+    panel.dataset_edit.setText(str(phantom))
+    panel.dataset_edit.textEdited.emit(str(phantom))
+    panel.dataset_edit.editingFinished.emit()
+    panel.viewer.open(str(other / "E"), plugin="napari-kdseg")
+    assert panel.dataset_edit.text() == str(phantom)
+    assert panel.dropped_button.isEnabled()
+    assert str(other) in panel.dropped_button.text()
+    qtbot.mouseClick(panel.dropped_button, Qt.MouseButton.LeftButton)
+    assert panel.dataset_edit.text() == str(other)
+    # taking the dropped folder follows drops again
+    panel.viewer.open(str(phantom / "B"), plugin="napari-kdseg")
+    assert panel.dataset_edit.text() == str(phantom)
+
+
+def test_start_cancel_progress_and_status_stay_in_view_on_a_laptop_screen(
+    panel: DistillationPanel, qtbot: Any
+) -> None:
+    """Docked beside the segmentation panel in a 1280 x 800 window, the settings scroll and
+    the controls under them stay on screen."""
+    panel.viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
+    main_window = panel.window()  # the viewer's Qt main window, holding the docks
+    main_window.resize(1280, 800)
+    qtbot.waitUntil(lambda: main_window.size().height() <= 800)
+    qtbot.wait(100)  # the docks settle
+    assert (main_window.width(), main_window.height()) == (1280, 800)
+    for widget in (panel.start_button, panel.cancel_button, panel.progress_bar, panel.status_label):
+        assert widget.isVisible()
+        corners = (widget.rect().topLeft(), widget.rect().bottomRight())
+        assert all(main_window.rect().contains(widget.mapTo(main_window, c)) for c in corners)
+    for page in range(panel.tabs.count()):
+        assert isinstance(panel.tabs.widget(page), QScrollArea)
+
+
+def test_an_input_size_unetpp_cannot_take_keeps_start_off_and_says_why(
+    panel: DistillationPanel, tmp_path: Path
+) -> None:
+    configure(panel, tmp_path / "run")
+    assert panel.start_button.isEnabled()
+    panel.size_spin.setValue(8)
+    sentence = "Input size 8: UNet++ needs a multiple of 16, for example 16 or 32"
+    assert not panel.start_button.isEnabled()
+    assert sentence in panel.status_label.text()
+    assert sentence in panel.plan_label.text()
+    panel.size_spin.setValue(32)
+    assert panel.start_button.isEnabled()
+    assert panel.status_label.text() == "ready to start"
+
+
+def test_a_settings_change_moves_the_run_to_a_free_folder_instead_of_failing(
+    panel: DistillationPanel, tmp_path: Path
+) -> None:
+    """A run folder pinning other settings (``grid.json``, as ``kdseg loso`` writes it)
+    would make Start fail: the panel proposes the first free folder beside it instead."""
+    run = tmp_path / "run"
+    configure(panel, run)
+    earlier = dataclasses.replace(panel.settings(), epochs=5)
+    run.mkdir()
+    (run / "grid.json").write_text(json.dumps(pinned_settings(earlier)))
+    first = len(notification_manager.records)
+
+    panel.student_epochs_spin.setValue(2)
+
+    assert panel.run_folder_edit.text() == str(tmp_path / "run-2")
+    assert panel.status_label.text() == (
+        f"The earlier run in {run} used other settings (teacher epochs, student epochs); it "
+        f"stays as it is, and this run goes to {tmp_path / 'run-2'}."
+    )
+    assert panel.start_button.isEnabled()
+    assert "✗" not in panel.plan_label.text()
+    assert "color" not in panel.status_label.styleSheet()
+    assert errors_since(first) == []
+    assert job_argv(panel.settings())[job_argv(panel.settings()).index("--out") + 1] == str(
+        tmp_path / "run-2"
+    )
+
+    # a folder the user types is theirs: it stays, and Start waits with the reason
+    panel.run_folder_edit.setText(str(run))
+    panel.run_folder_edit.textEdited.emit(str(run))
+    assert panel.run_folder_edit.text() == str(run)
+    assert not panel.start_button.isEnabled()
+    assert "holds a run made with other settings" in panel.status_label.text()
+    assert f"for example {tmp_path / 'run-2'}" in panel.status_label.text()
+
+
+def _json(event: str, **fields: Any) -> str:
+    return json.dumps({"event": event, "time": 100.0, **fields})
+
+
+#: What a ``kdseg loso --json`` child prints, as (stream, line): events, TensorFlow's start-up
+#: logging, the Markdown report printed for terminals, and the command's own error line.
+CHILD_OUTPUT = [
+    ("stderr", "WARNING: All log messages before absl::InitializeLog() is called are written"),
+    ("stderr", "I0000 00:00:1795916075.846546   28162 port.cc:153] oneDNN custom operations"),
+    ("stderr", "E0000 00:00:1795916075.847522   28162 cuda_dnn.cc:8310] Unable to register"),
+    ("stderr", "Could not find cuda drivers on your machine, GPU will not be used."),
+    ("stdout", _json("cell", number=1, cells=3, target="C", model="unetpp", variant="teacher")),
+    ("stdout", _json("start", epochs=2, steps_per_epoch=4, initial_epoch=0, device="cpu")),
+    ("stdout", _json("step", epoch=1, step=2, steps=4, loss=0.9)),
+    *[("stdout", _json("epoch", epoch=1, epochs=2, val_dice=0.5)) for _ in range(60)],
+    ("stdout", _json("cell_done", mean=0.61, std=0.02, n=2, skipped=False)),
+    ("stdout", _json("report", table="/runs/x/table2.md")),
+    ("stdout", "# Leave one site out: teachers, and students"),
+    ("stdout", "| Dice | C | mean |"),
+    ("stdout", "|---|---|---|"),
+    ("stdout", "| UNet++ | 0.610 ± 0.020 | 0.610 |"),
+    ("stdout", "Mean ± std over the target site's cases"),
+    ("stderr", "kdseg loso: /runs/x: the disk is full"),
+]
+
+
+def test_the_log_speaks_plainly_shows_the_newest_line_and_keeps_the_raw_log_a_click_away(
+    panel: DistillationPanel, qtbot: Any
+) -> None:
+    panel.tabs.setCurrentIndex(1)
+    panel._take([parse_line(line, stream) for stream, line in CHILD_OUTPUT])
+    qtbot.wait(50)  # the views lay their text out
+
+    shown = panel.log_view.toPlainText()
+    for noise in ("{", "I0000", "E0000", "WARNING: All log messages", "|", "# Leave"):
+        assert noise not in shown
+    assert "cuda" not in shown.lower()
+    assert "Mean ± std over" not in shown  # the rest of the report printed for terminals
+    assert shown.splitlines()[:3] == [
+        "Model 1 of 3: UNet++ (teacher), trained without site C and then scored on it.",
+        "Training for 2 epochs of 4 steps each, on the CPU.",
+        "Epoch 1 of 2 done: validation Dice 0.500.",
+    ]
+    assert shown.splitlines()[-3:] == [
+        "UNet++ (teacher): Dice 0.610 ± 0.020 on site C (2 cases).",
+        "All models scored; the report is in /runs/x/table2.md.",
+        "kdseg loso: /runs/x: the disk is full",
+    ]
+    bar = panel.log_view.verticalScrollBar()
+    assert 0 < bar.maximum() == bar.value(), "the newest line is in view"
+
+    qtbot.mouseClick(panel.raw_log_button, Qt.MouseButton.LeftButton)
+    assert panel.log_views.currentWidget() is panel.raw_log_view
+    assert panel.raw_log_button.text() == "Show plain log"
+    assert panel.raw_log_view.toPlainText().splitlines() == [line for _, line in CHILD_OUTPUT]
+    qtbot.mouseClick(panel.raw_log_button, Qt.MouseButton.LeftButton)
+    assert panel.log_views.currentWidget() is panel.log_view
+
+
+def _child_printing(*lines: str, exit_status: int = 0) -> list[str]:
+    """A stand-in for ``kdseg loso``: prints ``lines`` and exits (starts in milliseconds)."""
+    code = f"import sys\nprint({chr(10).join(lines)!r}, flush=True)\nsys.exit({exit_status})"
+    return [sys.executable, "-c", code]
+
+
+def test_starting_the_same_run_folder_again_keeps_the_curves_of_the_resumed_training(
+    panel: DistillationPanel, qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cell = {"number": 1, "cells": 3, "target": "C", "model": "unetpp", "variant": "teacher"}
+    cancelled = _child_printing(
+        _json("cell", **cell),
+        _json("start", epochs=2, steps_per_epoch=4, initial_epoch=0, device="cpu"),
+        _json("step", epoch=1, step=4, steps=4, loss=0.9),
+        _json("epoch", epoch=1, epochs=2, val_dice=0.3),
+        _json("stopped", epochs_done=1),
+        exit_status=3,
+    )
+    resumed = _child_printing(
+        _json("cell", **cell),
+        _json("resumed", epochs_done=1, checkpoint="resume/"),
+        _json("start", epochs=2, steps_per_epoch=4, initial_epoch=1, device="cpu"),
+        _json("step", epoch=2, step=4, steps=4, loss=0.7),
+        _json("epoch", epoch=2, epochs=2, val_dice=0.5),
+    )
+    configure(panel, tmp_path / "run")
+    for child in (cancelled, resumed):
+        monkeypatch.setattr("napari_kdseg._widgets.distill.job_argv", lambda _s, c=child: c)
+        panel.start()
+        qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
+        qtbot.wait(300)  # the last poll
+
+    (curve,) = panel.progress.curves
+    assert (curve.loss_steps, curve.losses) == ([4, 8], [0.9, 0.7])
+    assert (curve.dice_epochs, curve.dices) == ([1, 2], [0.3, 0.5])
+    assert panel.curves.points == (2, 2)
+
+
 @pytest.mark.slow
 def test_a_tiny_real_run_fills_results_and_curves_and_the_viewer_stays_responsive(
     panel: DistillationPanel, qtbot: Any, tmp_path: Path
@@ -294,8 +489,6 @@ def test_taps_is_offered_with_its_provenance_and_plans_one_distill_job(
     """TAPS in the teacher list, said where it comes from; choosing it switches KMM off (it
     gives no features) and makes the run one ``kdseg distill`` of the student, with the
     folder of scans without masks as extra training data."""
-    from napari_kdseg.jobs.plan import job_argv
-
     configure(panel, tmp_path / "run")
     combo = panel.teacher_combo
     index = combo.findData("taps")

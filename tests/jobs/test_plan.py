@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import napari_kdseg
+from napari_kdseg.architectures import MODEL_NAMES
 from napari_kdseg.data.datasets import discover
 from napari_kdseg.data.phantom import generate_phantom
 from napari_kdseg.distillation import terms
 from napari_kdseg.jobs.plan import (
+    INPUT_MULTIPLES,
     PRESETS,
     TARGET_ROLE,
     TRAINING_ROLE,
     DistillationSettings,
     SiteRole,
     dataset_root_of,
+    earlier_run_differences,
     job_argv,
     loso_argv,
+    pinned_settings,
     site_roles,
     validate,
 )
@@ -133,7 +141,7 @@ def test_valid_settings_pass_with_notes(phantom: Path, tmp_path: Path) -> None:
     no_losses = validate(dataclasses.replace(settings, losses=()), discover(phantom))
     assert no_losses.ok
     assert any("only the student without distillation (w/o)" in note for note in no_losses.notes)
-    (tmp_path / "grid.json").write_text("{}")
+    (tmp_path / "grid.json").write_text(json.dumps(pinned_settings(settings)))
     assert any("Start resumes it" in note for note in validate(settings, discover(phantom)).notes)
 
 
@@ -163,10 +171,14 @@ def test_dataset_root_from_layer_sources(phantom: Path) -> None:
     assert dataset_root_of([""]) is None
 
 
-def test_planning_loads_no_keras() -> None:
-    """The napari process plans jobs: presets and model names must come without Keras."""
+def test_planning_loads_no_keras(tmp_path: Path) -> None:
+    """The napari process plans jobs: presets, model names and the settings a run folder
+    pins must come without Keras."""
+    (tmp_path / "grid.json").write_text("{}")
     code = (
-        "import sys; import napari_kdseg.jobs.plan, napari_kdseg.jobs.progress; "
+        "import sys; from pathlib import Path; import napari_kdseg.jobs.progress; "
+        "from napari_kdseg.jobs.plan import DistillationSettings, earlier_run_differences; "
+        f"earlier_run_differences(DistillationSettings(Path('/d'), 'C', Path({str(tmp_path)!r}))); "
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'heavy import'"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -233,3 +245,131 @@ def test_taps_and_unlabelled_scans_are_validated(phantom: Path, tmp_path: Path) 
     assert "scans without masks need a ready teacher" in " ".join(validate(in_run, dataset).errors)
     missing = dataclasses.replace(without_kmm, unlabelled=(tmp_path / "nowhere",))
     assert "is not a folder" in " ".join(validate(missing, dataset).errors)
+
+
+def test_an_input_size_the_architectures_cannot_take_is_refused_in_words(
+    phantom: Path, tmp_path: Path
+) -> None:
+    dataset = discover(phantom)
+    settings = _settings(tmp_path, dataset=phantom, target="C", size=8)
+    assert validate(settings, dataset).errors == [
+        "Input size 8: UNet++ needs a multiple of 16, for example 16 or 32"
+    ]
+    assert validate(dataclasses.replace(settings, size=40), dataset).errors == [
+        "Input size 40: UNet++ needs a multiple of 16, for example 32 or 48"
+    ]
+    assert validate(dataclasses.replace(settings, size=32), dataset).ok
+    # DeepLabV3+ and the students need multiples of 8; TAPS is not built at this size
+    assert validate(dataclasses.replace(settings, teacher="deeplabv3plus", size=40), dataset).ok
+    taps = dataclasses.replace(settings, teacher="taps", losses=("logits",), size=12)
+    assert validate(taps, dataset).errors == [
+        "Input size 12: ENet needs a multiple of 8, for example 8 or 16"
+    ]
+
+
+def test_the_input_multiples_are_the_models_total_strides() -> None:
+    """The plan restates each model's ``TOTAL_STRIDE`` (its module imports Keras): read the
+    constant from the source so that the two cannot drift apart."""
+    models = Path(napari_kdseg.__file__).parent / "models"
+    strides = {}
+    for name in MODEL_NAMES:
+        tree = ast.parse((models / f"{name}.py").read_text())
+        (stride,) = [
+            node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            and [getattr(target, "id", None) for target in node.targets] == ["TOTAL_STRIDE"]
+            and isinstance(node.value, ast.Constant)
+        ]
+        strides[name] = stride
+    assert strides == INPUT_MULTIPLES
+
+
+def test_a_run_folder_made_with_other_settings_is_refused_with_a_free_folder_beside_it(
+    phantom: Path, tmp_path: Path
+) -> None:
+    dataset = discover(phantom)
+    run = tmp_path / "run"
+    run.mkdir()
+    settings = _settings(run, dataset=dataset.root, target="C", epochs=1, size=32)
+    (run / "grid.json").write_text(json.dumps(pinned_settings(settings)))
+    assert validate(settings, dataset).ok
+
+    changed = dataclasses.replace(settings, epochs=2, size=48)
+    checked = validate(changed, dataset)
+    assert checked.other_settings == [
+        "teacher epochs",
+        "teacher input size or preprocessing",
+        "student epochs",
+        "student input size or preprocessing",
+    ]
+    assert checked.free_run_folder == tmp_path / "run-2"
+    assert checked.errors == [
+        f"{run} holds a run made with other settings ({', '.join(checked.other_settings)}); "
+        f"choose another run folder, for example {tmp_path / 'run-2'}"
+    ]
+    # run-2 also holds other settings: run-3; a folder already numbered counts on from its base
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "grid.json").write_text((run / "grid.json").read_text())
+    assert validate(changed, dataset).free_run_folder == tmp_path / "run-3"
+    numbered = dataclasses.replace(changed, run_folder=tmp_path / "run-2")
+    assert validate(numbered, dataset).free_run_folder == tmp_path / "run-3"
+    # the loss weights are pinned too; the choice of losses is not (each cell has its own)
+    weights = dataclasses.replace(settings, lambdas=(0.5, 0.9, 0.1))
+    assert earlier_run_differences(weights) == ["student loss weights"]
+    assert earlier_run_differences(dataclasses.replace(settings, losses=("logits",))) == []
+
+
+#: ``kdseg loso`` up to the point where its grid pinned (or refused) the run folder's
+#: settings: ``Grid.run`` is replaced, so nothing trains.
+_LOSO_WITHOUT_TRAINING = """
+import sys
+from napari_kdseg.cli import main
+from napari_kdseg.experiments import grid
+
+def settings_accepted(self, cells):
+    raise SystemExit(0)
+
+grid.Grid.run = settings_accepted
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_plan_and_kdseg_loso_agree_on_a_run_folder_made_with_other_settings(
+    phantom: Path, tmp_path: Path
+) -> None:
+    """The plan restates how ``kdseg loso`` pins a folder's settings (its module imports
+    Keras): the real command, short of training, accepts what the plan accepts and refuses
+    what it refuses."""
+    dataset = discover(phantom)
+    environment = {**os.environ, "KDSEG_CACHE_DIR": str(tmp_path / "cache")}
+
+    def loso(settings: DistillationSettings) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-c", _LOSO_WITHOUT_TRAINING, *job_argv(settings)[3:]]
+        return subprocess.run(
+            argv, capture_output=True, text=True, env=environment, timeout=600, check=False
+        )
+
+    lambdas = (0.5, 0.9, 0.2)
+    settings = _settings(
+        tmp_path / "run", dataset=dataset.root, target="C", epochs=1, size=32, lambdas=lambdas
+    )
+    first = loso(settings)  # the real grid writes grid.json
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert earlier_run_differences(settings) == []
+    assert json.loads((tmp_path / "run" / "grid.json").read_text()) == pinned_settings(settings)
+    again = loso(settings)  # the same settings: the command accepts the folder, and resumes
+    assert again.returncode == 0, again.stderr[-2000:]
+
+    changed = dataclasses.replace(settings, student_epochs=3, learning_rate=0.002)
+    assert earlier_run_differences(changed) == [
+        "teacher learning rate",
+        "student epochs",
+        "student learning rate",
+    ]
+    refused = loso(changed)
+    assert refused.returncode != 0
+    assert (
+        "(teacher learning_rate, student epochs, student learning_rate differ); "
+        "choose another --out"
+    ) in refused.stderr
