@@ -30,11 +30,13 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -237,10 +239,20 @@ class SegmentationPanel(QWidget):
         self._models: dict[tuple[Path, int], SegmentationModel] = {}
         self._workers: list[Any] = []
 
-        layout = QVBoxLayout(self)
+        # The groups scroll, so the dock shares a laptop screen (1280 x 800) with the
+        # distillation panel without pushing either off it.
+        body = QWidget()
+        layout = QVBoxLayout(body)
         layout.addWidget(self._build_segment_group())
         layout.addWidget(self._build_compare_group())
         layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
 
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
