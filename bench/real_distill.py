@@ -64,16 +64,30 @@ BASELINE = next(iter(ARMS))
 RECIPE = ["--size", "128", "--epochs", "60"]
 
 
-def command(arm: str, seed: int, out: Path, options: list[str]) -> list[str]:
+def training_data(phantom: Path | None) -> list[str]:
+    """The real scans without masks (the test scan left out); with ``phantom``, its labelled
+    sites beside them."""
+    if phantom is None:
+        return [str(REAL), "--exclude", "promise12_case00"]
+    unlabelled = [str(REAL / "prostate3t_dicom"), str(REAL / "prostatex_t2")]
+    return [str(phantom), "--unlabelled", *unlabelled]
+
+
+def command(
+    arm: str, seed: int, out: Path, options: list[str], phantom: Path | None = None
+) -> list[str]:
     """The documented ``kdseg distill`` command line of one run."""
     return [
-        str(KDSEG), "distill", str(REAL), "--exclude", "promise12_case00", "--teacher", "taps",
+        str(KDSEG), "distill", *training_data(phantom), "--teacher", "taps",
         *RECIPE, *options, *ARMS[arm], "--seed", str(seed), "--out", str(out),
     ]  # fmt: skip
 
 
-def settings_folder(root: Path, options: list[str]) -> Path:
-    """One folder per set of extra options, named by them and a short hash."""
+def settings_folder(root: Path, options: list[str], phantom: Path | None = None) -> Path:
+    """One folder per set of extra options (and training data), named by them and a short
+    hash."""
+    if phantom is not None:
+        options = ["phantom", phantom.name, *options]
     if not options:
         return root / "recipe"
     text = " ".join(options)
@@ -87,14 +101,19 @@ def _folder_name(arm: str) -> str:
 
 
 def train(
-    folder: Path, seeds: list[int], arms: list[str], options: list[str], cache: Path | None
+    folder: Path,
+    seeds: list[int],
+    arms: list[str],
+    options: list[str],
+    cache: Path | None,
+    phantom: Path | None = None,
 ) -> None:
     for seed in seeds:
         for arm in arms:
             out = folder / _folder_name(arm) / f"seed{seed}"
             if (out / "enet.keras").is_file():
                 continue
-            line = command(arm, seed, out, options)
+            line = command(arm, seed, out, options, phantom)
             if cache is not None:
                 line += ["--cache-dir", str(cache)]
             print("$ " + " ".join(line[1:]), flush=True)
@@ -162,6 +181,11 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: kdseg's)")
     parser.add_argument("--report", action="store_true", help="measure only, train nothing")
     parser.add_argument(
+        "--phantom",
+        type=Path,
+        help="a phantom dataset (kdseg phantom) whose labelled sites train beside the real scans",
+    )
+    parser.add_argument(
         "--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="default: all three"
     )
     argv = sys.argv[1:]
@@ -170,9 +194,9 @@ def main() -> None:
     args.options = argv[split + 1 :]  # extra kdseg distill options
     if not TEST_SCAN.is_file():
         raise SystemExit(f"{TEST_SCAN}: the real scans are not here (../shared/data/real)")
-    folder = settings_folder(args.out, args.options)
+    folder = settings_folder(args.out, args.options, args.phantom)
     if not args.report:
-        train(folder, args.seeds, args.arms, args.options, args.cache_dir)
+        train(folder, args.seeds, args.arms, args.options, args.cache_dir, args.phantom)
     report(folder, args.seeds, args.arms, args.threads)
 
 
