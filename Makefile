@@ -11,9 +11,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-# What headless napari needs besides the PyQt5 wheel: a virtual X server, the xcb
-# libraries Qt's platform plugin loads, and Mesa for OpenGL (ARCHITECTURE.md).
-GUI_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+# What headless napari needs besides the PyQt6 wheel: a virtual X server, the xcb
+# libraries Qt's platform plugin loads (Qt 6.5+ also wants libxcb-cursor0), and Mesa for
+# OpenGL (ARCHITECTURE.md).
+GUI_PACKAGES := xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
 	libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-xkb1 \
 	libxkbcommon-x11-0 libegl1 libgl1 libgl1-mesa-dri libfontconfig1 libdbus-1-3 libglib2.0-0
 

@@ -319,7 +319,7 @@ def test_importing_the_teacher_imports_no_backend_qt_or_taps() -> None:
     code = (
         "import sys, napari_kdseg.teachers.taps; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'keras', 'tensorflow', 'torch', 'monai', 'taps', 'qtpy', 'napari', 'PyQt5'}))"
+        "{'keras', 'tensorflow', 'torch', 'monai', 'taps', 'qtpy', 'napari', 'PyQt5', 'PyQt6'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
