@@ -51,6 +51,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@# a venv made when the project used PyQt5 keeps it, and qtpy would pick it over PyQt6
+	$(BIN)/python -m pip uninstall --quiet --yes PyQt5 PyQt5-Qt5 PyQt5-sip 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet --no-deps lavlab-taps==1.1.2
 	touch $(STAMP)
 
