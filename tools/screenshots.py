@@ -1,13 +1,16 @@
-"""Screenshots of the plugin's main views for the README, taken from a real session.
+"""Screenshots of the plugin's main views for the README, taken from a real session on a
+laptop-sized screen (1280 x 800) with both panels docked.
 
-    xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python tools/screenshots.py docs/screenshots
+    xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python tools/screenshots.py docs/screenshots
 
 It writes a small phantom dataset, opens it as a user drops a dataset folder on the viewer,
 trains a tiny teacher and student through the Distillation panel (a real child process, about
 two minutes on 2 cores), shoots the panel mid-training and when done, then segments an unseen
 site's scan with the exported student in the Segmentation panel, compares it with the ground
-truth and shoots the contours. ``--model X.onnx`` segments with that model instead (e.g. the
-demo's ``demo/enet-distilled.onnx``, which is trained long enough to look right).
+truth and shoots the contours. Where ``../shared/data/real`` is present it also segments the
+real scan ``promise12_case00`` and shoots the quality verdict. ``--model X.onnx`` segments
+with that model instead (e.g. the demo's ``demo/enet-distilled.onnx``, which is trained long
+enough to look right).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from qtpy.QtWidgets import QApplication
 from napari_kdseg.data.phantom import generate_phantom
 
 TARGET = "F"  # the demo's unseen site
+REAL_SCAN = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared" / "data" / "real" / "promise12_case00" / "Case00.nii.gz"
+)  # fmt: skip
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -49,16 +56,17 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kdseg-screenshots-"))
-    data = generate_phantom(work / "phantom", cases_per_site=2, size=96, seed=0, sites="ABC")
+    data = generate_phantom(work / "phantom", cases_per_site=2, size=96, seed=0, sites="ABF")
 
     viewer = napari.Viewer(title="napari-kdseg")
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window._qt_window.resize(1280, 800)
     viewer.open(str(data), plugin="napari-kdseg")  # what dropping the folder does
     for layer in viewer.layers:
         layer.visible = layer.name.startswith(f"{TARGET}/Case00")
     viewer.reset_view()
 
     _, distill = viewer.window.add_plugin_dock_widget("napari-kdseg", "Distillation")
+    _, panel = viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
     distill.set_dataset(data)
     distill.target_combo.setCurrentText(TARGET)
     distill.size_spin.setValue(32)
@@ -77,9 +85,8 @@ def main() -> None:
     wait_for(lambda: not distill.running, 900, "the distillation job to finish")
     shoot(viewer, args.out / "distillation-done.png")
     exported = sorted((work / "library").glob("*.onnx"))
-    viewer.window.remove_dock_widget(distill.parentWidget())
+    distill.parentWidget().hide()  # the segmentation panel gets the height for its table
 
-    _, panel = viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
     model = args.model or next(p for p in exported if "-from-" in p.name)
     panel.choose_model(model)
     panel.image_combo.setCurrentText(f"{TARGET}/Case00")
@@ -98,6 +105,18 @@ def main() -> None:
     viewer.reset_view()
     shoot(viewer, args.out / "segmentation.png")
     shoot(viewer, args.out / "contours.png", canvas_only=True)
+    if REAL_SCAN.is_file():
+        # A phantom-trained student on a real scan: the verdict and its reasons say so.
+        for layer in viewer.layers:
+            layer.visible = False
+        viewer.open(str(REAL_SCAN), plugin="napari-kdseg")
+        name = viewer.layers[-1].name
+        panel.image_combo.setCurrentText(name)
+        panel.segment()
+        real_prediction = f"{name} prediction"
+        wait_for(lambda: real_prediction in viewer.layers and not panel.busy, 300, "the real scan")
+        viewer.reset_view()
+        shoot(viewer, args.out / "quality-verdict.png")
     viewer.close()
 
 

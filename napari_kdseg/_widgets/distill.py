@@ -709,7 +709,9 @@ class DistillationPanel(QWidget):
             for column, text in enumerate(
                 (score.model_name, score.variant_text, score.dice_text + cases)
             ):
-                self.results_table.setItem(row, column, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                item.setToolTip(f"the paper's Table 2 calls this row {score.paper_variant}")
+                self.results_table.setItem(row, column, item)
         if self.progress.exported:
             self.exported_label.setText("Exported students:\n" + "\n".join(self.progress.exported))
 

@@ -79,7 +79,16 @@ class CellScore:
 
     @property
     def variant_text(self) -> str:
-        """``teacher``, ``w/o`` or ``w/ +AAM + KMM + LM``."""
+        """``teacher``, ``alone`` or ``distilled (AAM + KMM + LM)``: the paper's w/o and w/."""
+        if self.variant == "teacher":
+            return "teacher"
+        if self.variant in ("w/o", ""):
+            return "alone"
+        return f"distilled ({self.variant.lstrip('+ ').strip()})"
+
+    @property
+    def paper_variant(self) -> str:
+        """The paper's name of the variant (Table 2): ``teacher``, ``w/o``, ``w/ +AAM``."""
         return self.variant if self.variant in ("teacher", "w/o") else f"w/ {self.variant}"
 
     @property
@@ -181,8 +190,8 @@ class LosoProgress:
         self._child_stage_eta_s, self._rate_anchor, self._curve = None, None, None
         self.cell_label = cell_label(fields)
         self.stage = (
-            f"cell {self.cell_number}/{self.cells}: {self.cell_label} "
-            f"on target {fields.get('target')}: preparing"
+            f"model {self.cell_number} of {self.cells}: {self.cell_label}, "
+            f"unseen site {fields.get('target')}: preparing"
         )
         return (
             f"Model {self.cell_number} of {self.cells}: {self.cell_label}, trained without "
@@ -338,8 +347,9 @@ class LosoProgress:
     def _cell_prefix(self) -> str:
         if not self.cells:
             return "training"
-        return f"cell {self.cell_number}/{self.cells}: {self.cell_label} on target " + str(
-            self._cell.get("target")
+        return (
+            f"model {self.cell_number} of {self.cells}: {self.cell_label}, unseen site "
+            f"{self._cell.get('target')}"
         )
 
     def _start_curve(self, resumed_from: int) -> Curve:
@@ -373,15 +383,16 @@ def is_noise(line: str) -> bool:
 
 
 def cell_label(cell: dict[str, Any]) -> str:
-    """``UNet++ (teacher)``, ``ENet w/o`` or ``ENet w/ +AAM + KMM + LM`` for a ``cell`` event."""
+    """``UNet++ (teacher)``, ``ENet alone`` or ``ENet distilled from UNet++ (AAM + KMM +
+    LM)`` for a ``cell`` event: plain words for the paper's w/o and w/."""
     model = DISPLAY_NAMES.get(str(cell.get("model")), str(cell.get("model")))
     variant = str(cell.get("variant") or "")
     if variant == "teacher":
         return f"{model} (teacher)"
     if variant in ("w/o", ""):
-        return f"{model} w/o".strip()
+        return f"{model} alone"
     teacher = DISPLAY_NAMES.get(str(cell.get("teacher")), str(cell.get("teacher")))
-    return f"{model} w/ {variant} from {teacher}"
+    return f"{model} distilled from {teacher} ({variant.lstrip('+ ').strip()})"
 
 
 def cell_key(cell: dict[str, Any]) -> str:
@@ -391,12 +402,15 @@ def cell_key(cell: dict[str, Any]) -> str:
 
 
 def short_cell_label(cell: dict[str, Any]) -> str:
-    """``UNet++``, ``ENet w/o`` or ``ENet w/`` for a legend; ``training`` before any cell."""
+    """``UNet++``, ``ENet alone`` or ``ENet distilled`` for a legend; ``training`` before any
+    cell."""
     if not cell:
         return "training"
     model = DISPLAY_NAMES.get(str(cell.get("model")), str(cell.get("model")))
     variant = str(cell.get("variant") or "")
-    return model if variant == "teacher" else f"{model} {'w/o' if variant == 'w/o' else 'w/'}"
+    if variant == "teacher":
+        return model
+    return f"{model} {'alone' if variant in ('w/o', '') else 'distilled'}"
 
 
 def format_seconds(seconds: float | None) -> str:

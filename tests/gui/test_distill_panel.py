@@ -396,7 +396,7 @@ def test_a_tiny_real_run_fills_results_and_curves_and_the_viewer_stays_responsiv
 
     assert panel.job is not None
     assert panel.job.status is JobStatus.FINISHED, panel.job.outcome().message
-    assert "cell 1/3: UNet++ (teacher) on target C" in mid_stage
+    assert "model 1 of 3: UNet++ (teacher), unseen site C" in mid_stage
     assert panel.status_label.text().startswith("finished")
     rows = [
         [panel.results_table.item(row, column).text() for column in range(3)]
@@ -404,8 +404,8 @@ def test_a_tiny_real_run_fills_results_and_curves_and_the_viewer_stays_responsiv
     ]
     assert [row[:2] for row in rows] == [
         ["UNet++", "teacher"],
-        ["ENet", "w/o"],
-        ["ENet", "w/ +AAM + KMM + LM"],
+        ["ENet", "alone"],
+        ["ENet", "distilled (AAM + KMM + LM)"],
     ]
     assert all(" ± " in row[2] for row in rows)
     assert "Dice on C" in panel.results_table.horizontalHeaderItem(2).text()

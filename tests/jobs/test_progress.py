@@ -30,7 +30,7 @@ def test_a_whole_run() -> None:
     progress = LosoProgress()
     assert progress.fraction == 0.0
     progress.apply("cell", {"time": 100.0, "number": 1, "cells": 3, **TEACHER})
-    assert progress.stage == "cell 1/3: UNet++ (teacher) on target C: preparing"
+    assert progress.stage == "model 1 of 3: UNet++ (teacher), unseen site C: preparing"
     progress.apply(
         "start", {"epochs": 2, "steps_per_epoch": 4, "initial_epoch": 0, "device": "cpu"}
     )
@@ -57,14 +57,14 @@ def test_a_whole_run() -> None:
     assert progress.fraction == 1.0
     assert progress.report == {"table": "/run/table2.md"}
     assert progress.exported == ["/lib/enet-unseen-C.onnx"]
-    assert [curve.label for curve in progress.curves] == ["UNet++", "ENet w/o", "ENet w/"]
+    assert [curve.label for curve in progress.curves] == ["UNet++", "ENet alone", "ENet distilled"]
     assert progress.curves[1].loss_steps == [4, 8]
     assert progress.curves[2].dice_epochs == [1, 2]
     rows = [(s.model_name, s.variant_text, s.dice_text) for s in progress.scores]
     assert rows == [
         ("UNet++", "teacher", "0.200 ± 0.010"),
-        ("ENet", "w/o", "0.400 ± 0.010"),
-        ("ENet", "w/ +AAM + KMM + LM", "0.600 ± 0.010"),
+        ("ENet", "alone", "0.400 ± 0.010"),
+        ("ENet", "distilled (AAM + KMM + LM)", "0.600 ± 0.010"),
     ]
 
 
@@ -86,7 +86,7 @@ def test_an_empty_prediction_has_no_dice_mean() -> None:
 
 
 def test_labels_and_durations() -> None:
-    assert cell_label(DISTILLED) == "ENet w/ +AAM + KMM + LM from UNet++"
+    assert cell_label(DISTILLED) == "ENet distilled from UNet++ (AAM + KMM + LM)"
     assert format_seconds(None) == "–"
     assert format_seconds(42.4) == "42 s"
     assert format_seconds(200) == "3 min 20 s"
@@ -183,5 +183,5 @@ def test_a_resumed_training_keeps_its_curve_up_to_the_checkpoint() -> None:
     again.apply("cell", {"number": 2, "cells": 2, **ALONE})
     again.apply("start", {"epochs": 2, "steps_per_epoch": 4, "initial_epoch": 0})
     again.apply("step", {"epoch": 1, "step": 2, "steps": 4, "loss": 1.1})
-    assert [c.label for c in again.curves] == ["UNet++", "ENet w/o"]
+    assert [c.label for c in again.curves] == ["UNet++", "ENet alone"]
     assert again.curves[1].losses == [1.1]
