@@ -204,6 +204,15 @@ def contour_colormap(colour: str) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict={None: colour, 0: "transparent"})
 
 
+def _one_sided(scores: SliceScores) -> str:
+    """Why a slice scores Dice 0 with no distances, in words; empty for a two-sided slice."""
+    if scores.truth_pixels == 0 and scores.predicted_pixels > 0:
+        return "prostate predicted, none in the ground truth"
+    if scores.predicted_pixels == 0 and scores.truth_pixels > 0:
+        return "prostate missed"
+    return ""
+
+
 def _mm(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f} mm"
 
@@ -591,10 +600,20 @@ class SegmentationPanel(QWidget):
         table.setHorizontalHeaderLabels([header for _, header in SLICE_COLUMNS])
         table.setRowCount(len(slices))
         for row, scores in enumerate(slices):
+            why = _one_sided(scores)
             table.setItem(row, 0, _NumericItem(scores.index, str(scores.index)))
-            table.setItem(row, 1, _NumericItem(scores.dice, f"{scores.dice:.3f}"))
+            dice_item = _NumericItem(
+                scores.dice, f"{scores.dice:.3f}" + (f": {why}" if why else "")
+            )
+            table.setItem(row, 1, dice_item)
             table.setItem(row, 2, _NumericItem(scores.hd95, _mm(scores.hd95)))
             table.setItem(row, 3, _NumericItem(scores.asd, _mm(scores.asd)))
+            if why:
+                # a slice only one of the two masks reaches has no border to measure
+                for column in (1, 2, 3):
+                    table.item(row, column).setToolTip(
+                        f"{why}: Dice is 0 and the border distances are undefined (n/a)"
+                    )
         # Sorting stays available from the headers, but enabling it sorts by the header's
         # indicator at once: clear the indicator first so the given order is kept.
         table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
