@@ -15,7 +15,8 @@ Three arms, the same seeds, the same scans (every real scan in ``../shared/data/
   on background everywhere here (validation agreement 0.09 against 0.63, seed 0).
 
 The validation Dice each run chose its epoch by is agreement with TAPS on its held-out real
-scans (no scan has a mask); ``promise12_case00`` is used for the score only. Every student is
+scans (no scan has a mask), or with ``--phantom`` the Dice on the phantom's held-out labelled
+cases; ``promise12_case00`` is used for the score only. Every student is
 exported to ONNX and timed end to end on the test scan beside TAPS, on ONNX Runtime with the
 same threads, in this run.
 
@@ -129,7 +130,7 @@ def report(folder: Path, seeds: list[int], arms: list[str], threads: int) -> Non
     taps_mask = TapsTeacher(threads=threads)(scan).mask > 0
     taps_seconds = time.perf_counter() - started
     print(f"settings: {' '.join(RECIPE)} {folder.name}; test scan {TEST_SCAN.name}\n")
-    print("| arm | seed | validation (agreement with TAPS) | Dice on Case00 | student s |")
+    print("| arm | seed | validation Dice | Dice on Case00 | student s |")
     print("|---|---|---|---|---|")
     scores: dict[str, list[float]] = {arm: [] for arm in arms}
     seconds = []
@@ -150,12 +151,14 @@ def report(folder: Path, seeds: list[int], arms: list[str], threads: int) -> Non
             seconds.append(time.perf_counter() - started)
             score = dice(labels, truth)
             scores[arm].append(score)
-            validation = ModelCard.read_beside(model_path).best_val_dice
+            card = ModelCard.read_beside(model_path)
+            validation = card.best_val_dice
+            against = (card.teacher_model or {}).get("validation", "held-out masks")
             print(
                 f"| {arm} | {seed} | {validation:.3f} | {score:.3f} | {seconds[-1]:.2f} |",
                 flush=True,
             )
-    print()
+    print(f"\nvalidation Dice: {against}")
     for arm, values in scores.items():
         mean, std = mean_and_std(values)
         print(f"- {arm}: Dice on Case00 {mean:.3f} +- {std:.3f} over {len(values)} seeds")
