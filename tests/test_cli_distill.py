@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from napari_kdseg.cli import main
@@ -158,8 +159,15 @@ def test_distilling_from_taps_with_an_unlabelled_dicom_folder(
     the card says so, and the student goes into the library. TAPS runs once per scan (about
     30 s on one core) into the teacher-map cache under the test's cache folder."""
     unlabelled = tmp_path / "prostate3t"
-    unlabelled.mkdir()
-    os.symlink(dicom_series[0], unlabelled / dicom_series[0].name)
+    # the middle 8 of the series' 19 slices: half of TAPS's sliding windows, same plumbing
+    series = unlabelled / dicom_series[0].name
+    series.mkdir(parents=True)
+    by_position = sorted(
+        dicom_series[0].glob("*.dcm"),
+        key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]),
+    )
+    for slice_file in by_position[6:14]:
+        os.symlink(slice_file, series / slice_file.name)
     out, library = tmp_path / "student", tmp_path / "library"
     args = ["distill", str(phantom), "--sites", "A", "--teacher", "taps"]
     args += ["--unlabelled", str(unlabelled), "--out", str(out), "--export-to", str(library)]
