@@ -53,7 +53,8 @@ class SliceDataset(keras.utils.PyDataset):
     carrying each sample's map as two-class logits under ``"teacher_logits"``
     (:func:`teacher_logits`), augmented with the same spatial draws as the image and mask.
     With ``teacher_labels`` as well, a case without a mask takes the teacher's mask (its map
-    at 0.5) as ``y`` and counts as labelled: the hard-label baseline, and validation against
+    above 0.5; exactly 0.5 is where TAPS predicted nothing, outside its crop) as ``y`` and
+    counts as labelled: the hard-label baseline, and validation against
     the teacher where no scan has a mask. Its slices are drawn as an unlabelled case's still,
     so the two ways of learning from the teacher see the same slices.
 
@@ -137,7 +138,7 @@ class SliceDataset(keras.utils.PyDataset):
             image = stack_context(case.image, int(slice_index), self.context)
             if case.label is None and self.teacher_labels:
                 assert self.teacher_maps is not None
-                mask = (self.teacher_maps[case_number][slice_index] >= 0.5).astype(np.uint8)
+                mask = (self.teacher_maps[case_number][slice_index] > 0.5).astype(np.uint8)
             elif case.label is None:
                 mask = np.zeros(case.image.shape[1:], dtype=np.uint8)
             else:

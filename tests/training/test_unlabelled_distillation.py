@@ -151,7 +151,7 @@ def test_teacher_labels_stand_in_for_missing_masks(prepared: list[PreparedCase])
         assert set(x) == {"image", "teacher_logits"}  # every sample counts as labelled
         for row, (number, index) in enumerate(data.index[batch * 4 : (batch + 1) * 4]):
             case = prepared[number]
-            expected = maps[number][index] >= 0.5 if case.label is None else case.label[index]
+            expected = maps[number][index] > 0.5 if case.label is None else case.label[index]
             np.testing.assert_array_equal(y[row], expected)
             unlabelled_seen += case.label is None
     assert unlabelled_seen > 0
