@@ -36,8 +36,9 @@ from napari_kdseg.teachers import TAPS, TAPS_DESCRIPTION, TAPS_PROVENANCE
 #: Bump when what is stored for a (scan, recipe, teacher) changes, so older entries are unused.
 TEACHER_MAPS_VERSION = 1
 #: The version of the TAPS pipeline rebuilt in :mod:`napari_kdseg.teachers.taps`: bump when
-#: its output for the same model file changes.
-TAPS_PIPELINE_VERSION = 1
+#: its output for the same model file changes. 2: beyond TAPS's foreground crop the map is 0
+#: (background, as TAPS's mask), not the 0.5 of its zero logits there.
+TAPS_PIPELINE_VERSION = 2
 
 
 class MapTeacher(Protocol):
@@ -115,7 +116,7 @@ def taps_teacher(
     def predict(scan: Volume) -> npt.NDArray[np.float32]:
         if not session:
             session.append(TapsTeacher(path, threads=threads))
-        return session[0](scan).probability
+        return session[0](scan).teacher_probability
 
     details = {
         "kind": TAPS,

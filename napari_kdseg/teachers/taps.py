@@ -156,7 +156,9 @@ class TapsPrediction:
 
     ``probability`` is the sigmoid of the blurred, resampled logits (float32); ``mask`` is
     ``probability > 0.55`` reduced to its largest 3D component (uint8), the mask TAPS
-    writes; ``checks`` are TAPS's plausibility checks.
+    writes; ``checks`` are TAPS's plausibility checks. ``covered`` marks the voxels TAPS's
+    foreground crop reached: beyond it its logits are 0 (probability 0.5), which says "not
+    looked at", not "unsure", and its mask is empty there.
     """
 
     probability: npt.NDArray[np.float32]
@@ -164,6 +166,15 @@ class TapsPrediction:
     checks: TapsChecks
     windows: int
     seconds: float
+    covered: npt.NDArray[np.bool_] | None = None
+
+    @property
+    def teacher_probability(self) -> npt.NDArray[np.float32]:
+        """``probability`` where TAPS looked, 0 (background, as its mask) beyond its crop:
+        what a student learns from."""
+        if self.covered is None:
+            return self.probability
+        return np.where(self.covered, self.probability, np.float32(0)).astype(np.float32)
 
 
 class TapsTeacher:
@@ -224,6 +235,7 @@ def run_taps(
     box = steps.foreground_box(normalised, CROP_MARGIN)
     if any(b <= a for a, b in zip(*box, strict=True)):
         logits = np.zeros(grid_shape, dtype=np.float32)  # nothing above the mean
+        inside = np.zeros(grid_shape, dtype=np.float32)
         windows = 0
     else:
         cropped = steps.crop_box(normalised, box)
@@ -236,9 +248,14 @@ def run_taps(
         blurred = ndimage.gaussian_filter(raw, sigma=LOGIT_SIGMA, mode="nearest")
         # 7. Invertd: outside the crop box the logits come back as 0 (probability 0.5).
         logits = steps.paste_box(blurred, box, grid_shape)
+        inside = steps.paste_box(np.ones_like(blurred), box, grid_shape)
     # 7. (cont.) resample back bilinearly to the reoriented source grid, then unflip.
     back = steps.resample_linear(logits, grid_affine, ras_affine, ras.shape)
     source_logits = steps.from_ras(back, ornt)
+    # where the crop reached, on the source grid (not TAPS's: for the maps students learn from)
+    covered = steps.from_ras(
+        steps.resample_linear(inside, grid_affine, ras_affine, ras.shape), ornt
+    ) > np.float32(0.5)
     # 8. sigmoid, threshold 0.55, then the largest 26-connected component.
     probability = expit(source_logits.astype(np.float32)).astype(np.float32)
     thresholded = (probability > np.float32(THRESHOLD)).astype(np.uint8)
@@ -250,4 +267,5 @@ def run_taps(
         checks=checks,
         windows=windows,
         seconds=time.perf_counter() - began,
+        covered=np.ascontiguousarray(covered.transpose(2, 1, 0)),
     )

@@ -301,6 +301,13 @@ def test_run_taps_returns_results_on_the_source_grid_of_an_lps_scan() -> None:
     # far outside the foreground crop the logits come back as 0, as Invertd pads them
     assert result.probability[0, 0, 0] == pytest.approx(0.5)
     assert np.array_equal(result.mask, steps.largest_component(result.probability > 0.55)[0])
+    # ... which for a student means background, as TAPS's mask says there, not "unsure"
+    assert result.covered is not None
+    assert result.covered[tuple(centre)]
+    assert not result.covered[0, 0, 0]
+    taught = result.teacher_probability
+    assert taught[0, 0, 0] == 0.0
+    np.testing.assert_array_equal(taught[result.covered], result.probability[result.covered])
 
 
 # --- the model file and import hygiene ------------------------------------------------------------
