@@ -206,8 +206,9 @@ def report(out: Path, targets: list[str], seeds: list[int]) -> None:
             continue
         val = {k: np.array([_val(r[k]) for r in complete]) for k in ("teacher", "w/o", "w/")}
         results = [result for run in complete for result in run.values()]
-        targets = sorted({result.cell.target for result in results})
-        gain = next(by_target["all"] for _, by_target in gain_rows(table2_rows(results), targets))
+        # the targets this candidate's runs cover (not `targets`, which filters every candidate)
+        covered = sorted({result.cell.target for result in results})
+        gain = next(by_target["all"] for _, by_target in gain_rows(table2_rows(results), covered))
         unseen = np.mean([r["w/"].summary()["mean"] for r in complete])
         print(
             f"| {name} | {len(complete)} | {val['w/'].mean():.3f} +- {val['w/'].std():.3f} | "
