@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import napari
+from napari.layers import Image
 from qtpy.QtWidgets import QApplication
 
 from napari_kdseg.data.phantom import generate_phantom
@@ -109,8 +110,11 @@ def main() -> None:
         # A phantom-trained student on a real scan: the verdict and its reasons say so.
         for layer in viewer.layers:
             layer.visible = False
-        viewer.open(str(REAL_SCAN), plugin="napari-kdseg")
-        name = viewer.layers[-1].name
+        before = len(viewer.layers)
+        viewer.open(str(REAL_SCAN), plugin="napari-kdseg")  # the scan and its mask
+        name = next(
+            layer.name for layer in list(viewer.layers)[before:] if isinstance(layer, Image)
+        )
         panel.image_combo.setCurrentText(name)
         panel.segment()
         real_prediction = f"{name} prediction"
