@@ -204,12 +204,21 @@ def contour_colormap(colour: str) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict={None: colour, 0: "transparent"})
 
 
+_ONE_SIDED_TIPS = {
+    "none in truth": "prostate predicted on a slice where the ground truth has none: Dice 0, "
+    "and no border distances to measure (n/a)",
+    "missed": "prostate in the ground truth that the prediction missed on this slice: Dice 0, "
+    "and no border distances to measure (n/a)",
+}
+
+
 def _one_sided(scores: SliceScores) -> str:
-    """Why a slice scores Dice 0 with no distances, in words; empty for a two-sided slice."""
+    """Why a slice scores Dice 0 with no distances, in two words (the tooltip says more);
+    empty for a slice both masks reach or neither."""
     if scores.truth_pixels == 0 and scores.predicted_pixels > 0:
-        return "prostate predicted, none in the ground truth"
+        return "none in truth"
     if scores.predicted_pixels == 0 and scores.truth_pixels > 0:
-        return "prostate missed"
+        return "missed"
     return ""
 
 
@@ -611,9 +620,7 @@ class SegmentationPanel(QWidget):
             if why:
                 # a slice only one of the two masks reaches has no border to measure
                 for column in (1, 2, 3):
-                    table.item(row, column).setToolTip(
-                        f"{why}: Dice is 0 and the border distances are undefined (n/a)"
-                    )
+                    table.item(row, column).setToolTip(_ONE_SIDED_TIPS[why])
         # Sorting stays available from the headers, but enabling it sorts by the header's
         # indicator at once: clear the indicator first so the given order is kept.
         table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
