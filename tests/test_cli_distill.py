@@ -175,7 +175,7 @@ def test_distilling_from_taps_with_an_unlabelled_dicom_folder(
     code, text, error = run(args, capsys)
     assert code == 0, error
     events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    maps = [e for e in events if e.get("stage") == "teacher maps"]
+    maps = [e for e in events if e["event"] == "stage_done" and e["stage"] == "teacher maps"]
     assert [m["computed"] for m in maps] == [3]  # two phantom cases and the DICOM series
     card = json.loads((out / "enet.json").read_text())
     assert card["teacher"] == "taps"

@@ -502,11 +502,14 @@ class SegmentationPanel(QWidget):
         )
         for warning in outcome.warnings:
             show_warning(warning)
+        self.volume_label.setText("")  # an earlier comparison's scores are not this one's
         self.show_quality(outcome.quality, layer)
         self.prediction_combo.setCurrentText(layer.name)
         truth = f"{image.name} prostate"
         if truth in self.viewer.layers:
             self.truth_combo.setCurrentText(truth)
+        elif self.truth_combo.currentText() == layer.name:
+            self.truth_combo.setCurrentIndex(-1)  # this scan has no ground truth to offer
 
     def show_quality(self, report: QualityReport | None, layer: Labels) -> None:
         """The verdict badge and reasons; the slice table lists the slices by uncertainty

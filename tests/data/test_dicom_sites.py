@@ -127,11 +127,13 @@ def test_a_dicom_series_is_prepared_and_keyed_on_its_files_content(tmp_path: Pat
 
 
 def test_kdseg_info_reads_dicom_series_geometry_in_aligned_columns(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``kdseg info`` on the real root: each DICOM site's shapes and spacings, no error for
     its series folders, and every column starting at the same place on every row."""
     from napari_kdseg.cli import main
+
+    monkeypatch.setenv("COLUMNS", "160")  # a wide terminal: no row wraps
 
     assert main(["info", str(_real(""))]) == 0
     out = capsys.readouterr().out

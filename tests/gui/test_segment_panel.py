@@ -351,3 +351,19 @@ def test_the_verdict_and_the_least_certain_slices_are_shown(
     # A comparison with the truth brings the Dice columns back.
     compare_and_wait(qtbot, panel)
     assert table.horizontalHeaderItem(1).text() == "Dice"
+
+
+def test_a_new_segmentation_clears_old_scores_and_never_offers_itself_as_the_truth(
+    qtbot: Any, panel_in_viewer: tuple[Any, SegmentationPanel]
+) -> None:
+    viewer, panel = panel_in_viewer
+    panel.choose_model(panel.model_combo.itemData(1).path)
+    segment_and_wait(qtbot, panel)
+    compare_and_wait(qtbot, panel)
+    assert panel.volume_label.text().startswith("Volume: Dice")
+    # a scan without a ground truth: nothing to preselect, and least of all the prediction
+    viewer.layers.remove(f"{IMAGE} prostate")
+    panel.truth_combo.setCurrentText(PREDICTION)
+    segment_and_wait(qtbot, panel)
+    assert panel.volume_label.text() == ""
+    assert panel.truth_combo.currentText() != PREDICTION
