@@ -294,10 +294,11 @@ def _affine_in_plane(
     start: npt.NDArray[np.float64],
     shape: tuple[int, int],
     order: int,
-    outside: float,
+    outside: float | None,
 ) -> npt.NDArray[np.float32]:
     """Output pixel ``o`` samples input coordinate ``start + (o + 0.5) * step - 0.5`` per
-    in-plane axis, anti-aliased where it shrinks, ``outside`` beyond the input."""
+    in-plane axis, anti-aliased where it shrinks (a Gaussian of sigma ``(step - 1) / 2``, as
+    scikit-image does); beyond the input ``outside``, or the nearest edge pixel for None."""
     if order > 0 and np.any(step > 1):
         sigma = (0.0, *np.maximum(0.0, (step - 1) / 2))
         array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
@@ -307,8 +308,8 @@ def _affine_in_plane(
         offset=np.array([0.0, *(start + 0.5 * step - 0.5)]),
         output_shape=(array.shape[0], *shape),
         order=order,
-        mode="constant",
-        cval=outside,
+        mode="nearest" if outside is None else "constant",
+        cval=0.0 if outside is None else outside,
         prefilter=False,
     )
 
@@ -320,28 +321,14 @@ def resample_in_plane(
 
     Output pixel ``o`` samples input coordinate ``(o + 0.5) * n_in / n_out - 0.5`` (both grids
     cover the same field of view edge to edge), the convention that makes the map from ``A``
-    to ``B`` and the one from ``B`` to ``A`` exact inverses. Shrinking is anti-aliased with a
-    Gaussian of sigma ``(factor - 1) / 2`` as scikit-image does.
+    to ``B`` and the one from ``B`` to ``A`` exact inverses. Shrinking is anti-aliased.
     """
     array = np.asarray(array, dtype=np.float32)
     rows, cols = array.shape[1:]
     if (rows, cols) == tuple(shape):
         return array.copy()  # the identity map: interpolating would only cost time
     scale = np.array([rows / shape[0], cols / shape[1]])
-    if order > 0 and np.any(scale > 1):
-        sigma = (0.0, *np.maximum(0.0, (scale - 1) / 2))
-        array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
-    matrix = np.array([1.0, scale[0], scale[1]])
-    offset = np.array([0.0, *(0.5 * scale - 0.5)])
-    return ndimage.affine_transform(
-        array,
-        matrix,
-        offset=offset,
-        output_shape=(array.shape[0], *shape),
-        order=order,
-        mode="nearest",
-        prefilter=False,
-    )
+    return _affine_in_plane(array, scale, np.zeros(2), shape, order, outside=None)
 
 
 def prepare_volume(

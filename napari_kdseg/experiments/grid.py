@@ -12,7 +12,6 @@ a folder is never silently filled with cells made under different ones.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -30,6 +29,7 @@ from napari_kdseg.data.cache import PreprocessCache
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.distillation import terms
 from napari_kdseg.evaluation.evaluate import Evaluation
+from napari_kdseg.experiments.pinning import GRID_FILE, differences, pinned_settings, with_defaults
 from napari_kdseg.models.registry import MODEL_NAMES, STUDENTS, TEACHERS
 from napari_kdseg.training.config import TrainConfig
 
@@ -253,29 +253,15 @@ class Grid:
         self._pin_settings()
 
     def _pin_settings(self) -> None:
-        settings: dict[str, Any] = {"dataset": str(self.dataset.root)} | {
-            role: dataclasses.replace(config, model="*").to_json()
-            for role, config in self.configs.items()
-        }
-        if self.teacher_files:  # absent otherwise, so older grid folders still match
-            settings["teacher_files"] = {k: str(v) for k, v in self.teacher_files.items()}
-        settings = json.loads(json.dumps(settings))  # tuples become lists, as when read back
-        pinned = self.out / "grid.json"
+        settings = pinned_settings(self.dataset.root, self.configs, self.teacher_files)
+        pinned = self.out / GRID_FILE
         if pinned.exists():
-            previous = _with_defaults(json.loads(pinned.read_text()), self.configs)
+            previous = with_defaults(json.loads(pinned.read_text()), self.configs)
             if previous != settings:
                 changed = [
-                    key
-                    for key in ("dataset", "teacher_files")
-                    if previous.get(key) != settings.get(key)
+                    key if role is None else f"{role} {key or 'settings'}"
+                    for role, key in differences(previous, settings, self.configs)
                 ]
-                for role in self.configs:
-                    before, now = previous.get(role, {}), settings[role]
-                    changed += [
-                        f"{role} {key}"
-                        for key in sorted(set(before) | set(now))
-                        if before.get(key) != now.get(key)
-                    ]
                 raise ValueError(
                     f"{pinned}: this folder holds cells trained with other settings "
                     f"({', '.join(changed)} differ); choose another --out to compare them"
@@ -378,18 +364,6 @@ class Grid:
             evaluation = evaluate_model(model, self.dataset, [target], self.cache)
         _release_backend_memory()
         return evaluation
-
-
-def _with_defaults(pinned: dict[str, Any], roles: dict[str, TrainConfig]) -> dict[str, Any]:
-    """Pinned settings read back through :class:`TrainConfig`, so that a setting added since
-    the folder was made counts at its default (its cells were trained that way) instead of
-    refusing the folder."""
-    normalised = dict(pinned)
-    for role in roles:
-        # unreadable or from a newer version: compared as written, and refused
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            normalised[role] = json.loads(json.dumps(TrainConfig.from_json(pinned[role]).to_json()))
-    return normalised
 
 
 def _trained_teachers(paths: Sequence[Path], student: TrainConfig) -> dict[str, Path]:

@@ -10,8 +10,9 @@ segmentation panel or ``kdseg evaluate`` scores it.
 
 Qt-free and Keras-free: the presets come from :mod:`napari_kdseg.training.config`, the
 model names from :mod:`napari_kdseg.architectures`, the distillation terms from
-:mod:`napari_kdseg.distillation.terms` and the command's options from
-:mod:`napari_kdseg.commands.training`, none of which imports Keras.
+:mod:`napari_kdseg.distillation.terms`, the command's options from
+:mod:`napari_kdseg.commands.training` and the grids' settings pinning from
+:mod:`napari_kdseg.experiments.pinning`, none of which imports Keras.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 from napari_kdseg.architectures import DISPLAY_NAMES, STUDENTS, TEACHERS
 from napari_kdseg.data.datasets import Dataset
 from napari_kdseg.distillation import terms
+from napari_kdseg.experiments import pinning
 from napari_kdseg.jobs.child import python_command
 from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
 from napari_kdseg.training import config as training_config
@@ -40,8 +42,6 @@ TARGET_ROLE = "target (unseen)"
 #: Restated from ``TOTAL_STRIDE`` in ``napari_kdseg/models/<name>.py``, modules that import
 #: Keras (``tests/jobs/test_plan.py`` checks the two agree).
 INPUT_MULTIPLES = {"espnet": 8, "enet": 8, "erfnet": 8, "unetpp": 16, "deeplabv3plus": 8}
-#: The file in which ``kdseg loso`` pins a run folder's training settings.
-GRID_FILE = "grid.json"
 #: Settings as people name them, by their key in a pinned training configuration.
 _SETTING_WORDS = {
     "batch_size": "batch size",
@@ -442,7 +442,11 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
         )
     other_settings: list[str] = []
     free: Path | None = None
-    if not errors and not settings.single_student and (settings.run_folder / GRID_FILE).is_file():
+    if (
+        not errors
+        and not settings.single_student
+        and (settings.run_folder / pinning.GRID_FILE).is_file()
+    ):
         other_settings = earlier_run_differences(settings)
         if other_settings:
             free = free_run_folder(settings)
@@ -461,10 +465,10 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
 def pinned_settings(settings: DistillationSettings) -> dict[str, Any]:
     """What ``kdseg loso`` run with :func:`loso_argv` pins in the run folder's ``grid.json``.
 
-    Restates ``Grid._pin_settings`` and ``_run_grid`` (``napari_kdseg/experiments/grid.py``
-    and ``napari_kdseg/commands/evaluation.py``; the first imports Keras) over the options
-    parsed as the command parses them; ``tests/jobs/test_plan.py`` runs the real command to
-    check that the two agree.
+    The command's options are parsed as ``_run_grid`` (``napari_kdseg/commands/
+    evaluation.py``) parses them and pinned with the grids' own
+    :func:`~napari_kdseg.experiments.pinning.pinned_settings`; ``tests/jobs/test_plan.py``
+    runs the real command to check that the two agree.
     """
     from napari_kdseg.commands.training import (
         add_config_arguments,
@@ -487,22 +491,19 @@ def pinned_settings(settings: DistillationSettings) -> dict[str, Any]:
         weights = lambdas_from_arguments(args)
         distillation = dataclasses.replace(student.distillation, lambdas=weights)
         student = dataclasses.replace(student, distillation=distillation)
-    pinned: dict[str, Any] = {"dataset": str(settings.dataset)} | {
-        role: dataclasses.replace(config, model="*").to_json()
-        for role, config in (("teacher", teacher), ("student", student))
-    }
-    if args.teacher_file:
-        pinned["teacher_files"] = {
-            _architecture_of(path) or "teacher": str(path) for path in args.teacher_file
-        }
-    return json.loads(json.dumps(pinned))  # tuples become lists, as when read back
+    configs = {"teacher": teacher, "student": student}
+    teacher_files = {_architecture_of(path) or "teacher": path for path in args.teacher_file}
+    return pinning.pinned_settings(settings.dataset, configs, teacher_files)
 
 
-def earlier_run_differences(settings: DistillationSettings) -> list[str]:
-    """The settings in which the run pinned in the run folder differs from ``settings``, in
-    words (``teacher epochs``, ``student input size or preprocessing``); empty when there is
-    no pinned run or it matches. Only ``kdseg loso`` pins its settings."""
-    path = settings.run_folder / GRID_FILE
+def earlier_run_differences(
+    settings: DistillationSettings, now: dict[str, Any] | None = None
+) -> list[str]:
+    """The settings in which the run pinned in the run folder differs from ``settings``
+    (whose pinned form is ``now``, computed when not given), in words (``teacher epochs``,
+    ``student input size or preprocessing``); empty when there is no pinned run or it
+    matches. Only ``kdseg loso`` pins its settings."""
+    path = settings.run_folder / pinning.GRID_FILE
     if settings.single_student or not path.is_file():
         return []
     try:
@@ -511,29 +512,16 @@ def earlier_run_differences(settings: DistillationSettings) -> list[str]:
         return ["its settings file cannot be read"]
     if not isinstance(previous, dict):
         return ["its settings file cannot be read"]
-    now = pinned_settings(settings)
-    for role in ("teacher", "student"):
-        # as the command does: a setting added since the folder was made counts at its
-        # default, and an unreadable one is compared as written
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            config = training_config.TrainConfig.from_json(previous[role])
-            previous[role] = json.loads(json.dumps(config.to_json()))
-    differences = [
+    roles = ("teacher", "student")
+    # as the command does: a setting added since the folder was made counts at its default
+    previous = pinning.with_defaults(previous, roles)
+    now = pinned_settings(settings) if now is None else now
+    return [
         _SETTING_WORDS.get(key, key)
-        for key in ("dataset", "teacher_files")
-        if previous.get(key) != now.get(key)
+        if role is None
+        else f"{role} {_SETTING_WORDS.get(key, key.replace('_', ' ')) if key else 'settings'}"
+        for role, key in pinning.differences(previous, now, roles)
     ]
-    for role in ("teacher", "student"):
-        before, after = previous.get(role), now[role]
-        if not isinstance(before, dict):
-            differences.append(f"{role} settings")
-            continue
-        differences += [
-            f"{role} {_SETTING_WORDS.get(key, key.replace('_', ' '))}"
-            for key in sorted(set(before) | set(after))
-            if before.get(key) != after.get(key)
-        ]
-    return differences
 
 
 def free_run_folder(settings: DistillationSettings) -> Path:
@@ -541,12 +529,13 @@ def free_run_folder(settings: DistillationSettings) -> Path:
     settings (``FOLDER`` being the run folder without such a number it already ends in)."""
     folder = settings.run_folder
     numbered = re.fullmatch(r"(.+)-\d+", folder.name)
-    if numbered and (folder.with_name(numbered[1]) / GRID_FILE).is_file():
+    if numbered and (folder.with_name(numbered[1]) / pinning.GRID_FILE).is_file():
         folder = folder.with_name(numbered[1])
+    now = pinned_settings(settings)  # the same for every candidate folder
     number = 2
     while True:
         candidate = folder.with_name(f"{folder.name}-{number}")
-        if not earlier_run_differences(dataclasses.replace(settings, run_folder=candidate)):
+        if not earlier_run_differences(dataclasses.replace(settings, run_folder=candidate), now):
             return candidate
         number += 1
 
