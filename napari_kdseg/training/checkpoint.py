@@ -16,7 +16,7 @@ import contextlib
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +111,26 @@ def save_state(
         tmp.write_text(json.dumps(state, indent=2))
 
 
-def load_state(trainer: keras.Model, folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+def load_state(
+    trainer: keras.Model,
+    folder: Path,
+    config: dict[str, Any],
+    normalise: Callable[[dict[str, Any]], dict[str, Any]] = lambda config: config,
+) -> dict[str, Any] | None:
     """Restore ``trainer`` from ``folder``; None when there is nothing to resume.
 
     Refuses a checkpoint made with another configuration: resuming it would silently train a
-    different model than the one asked for.
+    different model than the one asked for. ``normalise`` reads a stored configuration back
+    through the current settings classes, so a setting added since (at its default) does not
+    make an older checkpoint look different.
     """
     state_path = folder / STATE
     if not state_path.exists() or not (folder / WEIGHTS).exists():
         return None
     state = json.loads(state_path.read_text())
-    if state.get("config") != json.loads(json.dumps(config)):  # compare as stored (lists)
+    stored = state.get("config")
+    asked = normalise(json.loads(json.dumps(config)))  # compare as stored (lists)
+    if not isinstance(stored, dict) or json.dumps(normalise(stored)) != json.dumps(asked):
         raise ValueError(
             f"{folder}: holds a checkpoint of a run with another configuration; "
             "use another output folder, or delete it to start over"

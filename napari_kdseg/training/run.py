@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -552,7 +553,9 @@ class _Run:
                 f"{self.out}: the workers found different checkpoints to resume from; give "
                 "every worker the same --out on a shared filesystem, or a fresh one"
             )
-        state = load_state(self.trainer, self.out / "resume", self._identity())
+        state = load_state(
+            self.trainer, self.out / "resume", self._identity(), _with_current_settings
+        )
         if state is None:
             return _Resumed()
         emit("resumed", epochs_done=state["epochs_done"], checkpoint=str(target / "resume"))
@@ -663,6 +666,15 @@ def _feed_every_replica(data: SliceDataset | None, replicas: int) -> None:
         )
     if 0 < data.num_slices % data.batch_size < replicas:
         data.drop_remainder = True
+
+
+def _with_current_settings(identity: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint identity with its training settings read back through TrainConfig."""
+    try:
+        train = TrainConfig.from_json(identity["train"]).to_json()
+    except (KeyError, TypeError, ValueError):  # not settings this version can read: no match
+        return identity
+    return json.loads(json.dumps(identity | {"train": train}))
 
 
 def _truncate_log(path: Path, epochs: int) -> None:

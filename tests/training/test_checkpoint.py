@@ -15,6 +15,8 @@ from napari_kdseg.training.checkpoint import (
     load_state,
     save_state,
 )
+from napari_kdseg.training.config import TrainConfig
+from napari_kdseg.training.run import _with_current_settings
 
 
 def _model() -> keras.Model:
@@ -64,3 +66,18 @@ def test_cut_short_epoch_is_not_checkpointed(tmp_path: Path) -> None:
     state = load_state(_model(), tmp_path, {"run": 1})
     assert state is not None
     assert state["epochs_done"] == 1, "epoch 2 was cut short; epoch 1 stays the checkpoint"
+
+
+def test_a_checkpoint_from_before_a_new_setting_still_resumes(tmp_path: Path) -> None:
+    """Settings added later (at their defaults) do not make an older checkpoint foreign."""
+    config = TrainConfig(epochs=4)
+    older = config.to_json()
+    del older["preprocess"]["pixel_mm"], older["distillation"]["teacher_labels"]
+    save_state(_model(), tmp_path, 2, None, {"train": older, "sites": ["A"], "teacher": None})
+    asked = {"train": config.to_json(), "sites": ["A"], "teacher": None}
+    state = load_state(_model(), tmp_path, asked, _with_current_settings)
+    assert state is not None
+    assert state["epochs_done"] == 2
+    longer = {**asked, "train": TrainConfig(epochs=5).to_json()}
+    with pytest.raises(ValueError, match="another configuration"):
+        load_state(_model(), tmp_path, longer, _with_current_settings)
