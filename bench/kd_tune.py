@@ -98,7 +98,11 @@ CANDIDATES: dict[str, Callable[[Configs], Configs]] = {
     # third round, from the chosen recipe: the levers the second round left untried
     "aam-0.1-lm-1-student-24": _then(_lambdas(affinity=0.1, logits=1.0), _student(epochs=24)),
     "aam-0.1-lm-1-teacher-half": _then(_lambdas(affinity=0.1, logits=1.0), _teacher(width=0.5)),
+    "aam-0.1-lm-1-deeplabv3plus": _lambdas(affinity=0.1, logits=1.0),  # the other teacher
 }
+
+#: The teacher network of each candidate that does not distil from UNet++.
+TEACHER_MODELS = {"aam-0.1-lm-1-deeplabv3plus": "deeplabv3plus"}
 
 
 def _base_configs(base: Path) -> tuple[Path, Configs]:
@@ -129,8 +133,9 @@ def run(
     dataset_root, base_configs = _base_configs(base)
     dataset = discover(dataset_root)
     base_teacher, base_student = base_configs
-    teacher_name, student_name = "unetpp", "enet"
+    student_name = "enet"
     for name in names:
+        teacher_name = TEACHER_MODELS.get(name, "unetpp")
         teacher, student = CANDIDATES[name](base_configs)
         folder = out / name
         grid = Grid(dataset, folder, teacher, student, PreprocessCache(cache_dir))
@@ -166,7 +171,7 @@ def ablate(
     teacher, student = CANDIDATES[name](base_configs)
     folder = out / f"{name}-ablation-{target}"
     grid = Grid(discover(dataset_root), folder, teacher, student, PreprocessCache(cache_dir))
-    cells = ablation_cells([target], "unetpp", "enet", seeds)
+    cells = ablation_cells([target], TEACHER_MODELS.get(name, "unetpp"), "enet", seeds)
     for cell in cells:
         if cell.teacher is None and teacher == base_configs[0]:
             _link(base, folder, cell)  # the teacher, and the student alone (student unchanged)
