@@ -39,6 +39,10 @@ def test_the_help_names_taps_and_the_unlabelled_folders(capsys: pytest.CaptureFi
     assert "--unlabelled FOLDER [FOLDER ...]" in text
     assert "--precompute-teacher" in text
     assert "scans without (a folder of DICOM series, say)" in text
+    assert (
+        "--distil-on {all,unlabelled} apply the teacher's terms to every scan (default), or "
+        "only to the scans without a ground-truth mask" in text
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,6 +97,11 @@ def test_kmm_from_a_teacher_without_features_is_refused_in_words(
         (
             ["--precompute-teacher", "--losses", "kernel_matrix"],
             "KMM needs the teacher's features",
+        ),
+        (
+            ["--precompute-teacher", "--distil-on", "unlabelled"],
+            "--distil-on unlabelled says which scans the distillation losses read, and none is "
+            "on: name them with --losses",
         ),
     ],
 )

@@ -11,6 +11,7 @@ from napari_kdseg.commands.console import add_event_output_arguments
 from napari_kdseg.data.augment import AUGMENTATIONS
 from napari_kdseg.distillation import terms
 from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
+from napari_kdseg.training.config import DISTILLED_SCANS
 
 if TYPE_CHECKING:
     from napari_kdseg.data.datasets import Dataset
@@ -74,6 +75,13 @@ def register(commands: Subcommands) -> None:
         help="LM's divergence: paper, KL(student || teacher) as the paper's eq. 7 (default); "
         "hinton, KL(teacher || student), which keeps learning where no scan has a mask (the "
         "paper's can settle on background everywhere)",
+    )
+    distill.add_argument(
+        "--distil-on",
+        choices=DISTILLED_SCANS,
+        default="all",
+        help="apply the teacher's terms to every scan (default), or only to the scans without "
+        "a ground-truth mask (with --teacher-labels, the teacher's masks do not count as one)",
     )
     add_losses_argument(
         distill,
@@ -287,7 +295,14 @@ def _distill(args: argparse.Namespace) -> int:
         distillation = dataclasses.replace(distillation.only(chosen), teacher_labels=True)
     else:
         distillation = distillation.only(_losses(args.losses, teacher, logits_only))
-    distillation = dataclasses.replace(distillation, logits_direction=args.logits_direction)
+    if args.distil_on != "all" and not distillation.enabled:
+        raise ValueError(
+            f"--distil-on {args.distil_on} says which scans the distillation losses read, and "
+            "none is on: name them with --losses"
+        )
+    distillation = dataclasses.replace(
+        distillation, logits_direction=args.logits_direction, distil_on=args.distil_on
+    )
     config = dataclasses.replace(config, distillation=distillation)
     if teacher == TAPS:
         _check_taps_installed()

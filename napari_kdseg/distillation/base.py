@@ -23,6 +23,14 @@ class DistillationTerm(keras.layers.Layer):
     and ``teacher_taps`` (names of :func:`napari_kdseg.models.feature_taps`). The teacher's
     are constants (their gradient is already stopped).
 
+    ``term(student, teacher, sample_weight=w)``, with ``w`` ``(batch,)`` holding 1 for a
+    sample the term reads and 0 for one it leaves out, returns the loss of the samples
+    weighted 1 as if they were the batch alone: an excluded sample neither changes it nor
+    receives a gradient, and a batch with none gives 0 (not NaN) and a zero gradient. The
+    Distiller passes it only when the terms read the scans without a ground-truth mask alone
+    (``DistillationConfig.distil_on``): a term whose ``call`` does not take it runs with
+    every scan only.
+
     :class:`~napari_kdseg.distillation.terms.TermSpec` constructs a term as
     ``cls(config, num_classes)``; the Distiller then calls :meth:`build` with the shapes of
     the features at its taps, before training, so that every weight of the term exists when
@@ -41,5 +49,12 @@ class DistillationTerm(keras.layers.Layer):
     def build(self, student_shapes: dict[str, Shape], teacher_shapes: dict[str, Shape]) -> None:
         """Creates the term's weights, if any, from the shapes of the features at its taps."""
 
-    def call(self, student: dict[str, Tensor], teacher: dict[str, Tensor]) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define call(student, teacher)")
+    def call(
+        self,
+        student: dict[str, Tensor],
+        teacher: dict[str, Tensor],
+        sample_weight: Tensor | None = None,
+    ) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} must define call(student, teacher, sample_weight=None)"
+        )

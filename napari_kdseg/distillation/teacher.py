@@ -24,6 +24,9 @@ from napari_kdseg.models import feature_taps, with_features
 IMAGE = "image"
 #: The key of the per-sample flag (1.0 or 0.0) saying which samples have a mask.
 LABELLED = "labelled"
+#: The key of the per-sample flag (1.0 or 0.0) saying which samples' scans have a ground-truth
+#: mask of their own (a teacher's mask standing in for one counts under ``"labelled"`` only).
+HAS_GROUND_TRUTH = "has_ground_truth"
 #: The key of teacher logits computed ahead of training, ``(batch, H, W, classes)``.
 TEACHER_LOGITS = "teacher_logits"
 

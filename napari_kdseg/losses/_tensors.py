@@ -65,3 +65,29 @@ def per_sample(value: Tensor, batch: Tensor) -> Tensor:
     value = ops.convert_to_tensor(value)
     first_entries = batch[(slice(None),) + (0,) * (len(batch.shape) - 1)]  # shape (batch,)
     return ops.zeros_like(ops.cast(first_entries, value.dtype)) + value
+
+
+def sample_weights(sample_weight: Tensor, batch: Tensor) -> Tensor:
+    """``sample_weight`` as a ``(batch,)`` tensor of ``batch``'s dtype, one weight per sample
+    of ``batch`` (its first axis).
+
+    Raises:
+        ValueError: for weights that are not one per sample.
+    """
+    weights = ops.cast(ops.convert_to_tensor(sample_weight), batch.dtype)
+    check_rank(weights, 1, "sample_weight")
+    count, samples = weights.shape[0], batch.shape[0]
+    if count is not None and samples is not None and count != samples:
+        raise ValueError(f"sample_weight must give one weight per sample: {count} for {samples}")
+    return weights
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """``sum(weights * values) / sum(weights)``, ``weights`` broadcast to ``values``' shape.
+
+    0 where every weight is 0, with a zero gradient (the denominator is then replaced by 1,
+    never divided by: no NaN on either pass).
+    """
+    weights = ops.broadcast_to(ops.cast(weights, values.dtype), ops.shape(values))
+    total = ops.sum(weights)
+    return ops.sum(weights * values) / ops.where(total > 0, total, ops.ones_like(total))

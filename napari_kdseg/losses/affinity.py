@@ -53,6 +53,17 @@ Conventions, as the reference where the paper is silent:
   Without weights every :math:`w_{s,c} = 1/|sizes|` (AAF's zero-initialised softmax), which
   averages eq. 4 over the sizes; with one size it is eq. 4 exactly. AAF keeps separate weights
   for :math:`P_+` and :math:`P_-`; here one set weights both.
+- Samples left out (not in the paper): with a weight :math:`v_b` per sample, 1 for a sample
+  that counts and 0 for one left out, a pair counts with the weight of its centre's sample,
+  in the sums and in the counts alike,
+
+  .. math::
+
+      |P_+^s| = \sum_{(i,j) \in P_+^s} v_{b(i)}, \qquad
+      \sum_{(i,j) \in P_+^s,\, y_i = c} v_{b(i)} W_{ij}
+
+  (and so for :math:`P_-^s`). Neighbours never cross samples, so this is the loss of the
+  samples weighted 1 alone, and 0 for a batch with none.
 """
 
 from __future__ import annotations
@@ -66,7 +77,7 @@ import numpy as np
 from keras import ops
 
 from napari_kdseg.distillation.base import DistillationTerm
-from napari_kdseg.losses._tensors import Tensor, check_rank, floating, int_labels
+from napari_kdseg.losses._tensors import Tensor, check_rank, floating, int_labels, sample_weights
 
 if TYPE_CHECKING:
     from napari_kdseg.training.config import DistillationConfig
@@ -110,11 +121,18 @@ def _neighbours(x: Tensor, size: int) -> Tensor:
 
 
 def _affinity_terms_at_size(
-    probs: Tensor, log_probs: Tensor, labels: Tensor, one_hot: Tensor, size: int, margin: float
+    probs: Tensor,
+    log_probs: Tensor,
+    labels: Tensor,
+    one_hot: Tensor,
+    size: int,
+    margin: float,
+    centre_weights: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """The per-class :math:`P_+` and :math:`P_-` terms at one distance, each ``(classes,)``.
 
-    ``probs`` and ``log_probs`` are clipped, ``one_hot`` is the teacher labels one-hot.
+    ``probs`` and ``log_probs`` are clipped, ``one_hot`` is the teacher labels one-hot;
+    ``centre_weights`` ``(batch,)`` weighs each pair by its centre's sample (``None``: 1).
     """
     dtype = log_probs.dtype
     # labels + 1, so that the convolution's zero padding marks the neighbours outside; the
@@ -123,6 +141,10 @@ def _affinity_terms_at_size(
     neighbour_labels = _neighbours(shifted_labels, size)[..., 0, :]
     same = ops.cast(ops.abs(neighbour_labels - shifted_labels) < 0.5, dtype)
     different = ops.cast(neighbour_labels > 0.5, dtype) - same
+    if centre_weights is not None:
+        # weighs each pair in the sums below and in the counts |P| alike
+        centre_weights = ops.reshape(centre_weights, (-1, 1, 1, 1))
+        same, different = same * centre_weights, different * centre_weights
     # W_ij = sum_c p_i (log p_i - log p_j), for the 8 neighbours j of every centre i
     centre_term = ops.sum(probs * log_probs, axis=-1, keepdims=True)
     kl = centre_term - ops.sum(probs[..., None] * _neighbours(log_probs, size), axis=-2)
@@ -139,6 +161,7 @@ def affinity_terms(
     teacher_labels: Tensor,
     sizes: Sequence[int] = (1, 2, 3),
     margin: float = 3.0,
+    sample_weight: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""The unweighted per-size, per-class terms of :func:`affinity_loss`.
 
@@ -148,6 +171,8 @@ def affinity_terms(
             the teacher, at the logits' resolution.
         sizes: neighbour distances ``d``; 8 neighbours each.
         margin: the separating margin ``m`` of eq. 2.
+        sample_weight: ``(batch,)``, 1 for a sample whose pixels count as centres and 0 for
+            one left out (see the module docstring); ``None`` counts every sample.
 
     Returns:
         ``(positive, negative)``, each ``(len(sizes), classes)``: entry ``[s, c]`` is the sum of
@@ -168,9 +193,12 @@ def affinity_terms(
     log_probs = ops.clip(ops.log_softmax(student_logits, axis=-1), math.log(PROBABILITY_FLOOR), 0.0)
     probs = ops.exp(log_probs)
     one_hot = ops.one_hot(labels, num_classes, dtype=student_logits.dtype)
+    centre_weights = (
+        None if sample_weight is None else sample_weights(sample_weight, student_logits)
+    )
     positive, negative = zip(
         *(
-            _affinity_terms_at_size(probs, log_probs, labels, one_hot, size, margin)
+            _affinity_terms_at_size(probs, log_probs, labels, one_hot, size, margin, centre_weights)
             for size in sizes
         ),
         strict=True,
@@ -184,6 +212,7 @@ def affinity_loss(
     sizes: Sequence[int] = (1, 2, 3),
     margin: float = 3.0,
     class_weights: Tensor | None = None,
+    sample_weight: Tensor | None = None,
 ) -> Tensor:
     r"""Adaptive affinity loss :math:`L_{AA}` (paper eqs. 1-4, weighted over sizes as AAF).
 
@@ -198,12 +227,16 @@ def affinity_loss(
         margin: the separating margin ``m`` of eq. 2; AAF's 3.0 by default.
         class_weights: ``(len(sizes), classes)`` weights :math:`w_{s,c}`; ``None`` gives
             ``1 / len(sizes)`` everywhere. :class:`AdaptiveAffinity` learns them.
+        sample_weight: ``(batch,)``, 1 for a sample that counts and 0 for one left out;
+            ``None`` counts every sample.
 
     Returns:
         A scalar.
     """
     sizes = _check_sizes(sizes)
-    positive, negative = affinity_terms(student_logits, teacher_labels, sizes, margin)
+    positive, negative = affinity_terms(
+        student_logits, teacher_labels, sizes, margin, sample_weight
+    )
     if class_weights is None:
         return ops.sum(positive + negative) / len(sizes)
     class_weights = ops.cast(class_weights, positive.dtype)
@@ -233,7 +266,8 @@ class AdaptiveAffinity(keras.layers.Layer):
     total loss moves the student down the loss and the size weights up it: mass goes to the
     neighbourhood sizes whose affinities the student gets most wrong, for each class.
 
-    ``call(student_logits, teacher_labels)`` returns the scalar loss.
+    ``call(student_logits, teacher_labels, sample_weight=None)`` returns the scalar loss (of
+    the samples weighted 1 alone, given ``sample_weight``).
 
     Args:
         num_classes: number of classes of the logits.
@@ -270,7 +304,9 @@ class AdaptiveAffinity(keras.layers.Layer):
         """The current weights :math:`w_{s,c}`, ``(len(sizes), num_classes)``; columns sum to 1."""
         return ops.softmax(self.size_logits, axis=0)
 
-    def call(self, student_logits: Tensor, teacher_labels: Tensor) -> Tensor:
+    def call(
+        self, student_logits: Tensor, teacher_labels: Tensor, sample_weight: Tensor | None = None
+    ) -> Tensor:
         # forward: the logits themselves; backward: their gradient negated (ascent)
         reversed_logits = ops.stop_gradient(2.0 * self.size_logits) - self.size_logits
         return affinity_loss(
@@ -279,6 +315,7 @@ class AdaptiveAffinity(keras.layers.Layer):
             self.sizes,
             self.margin,
             class_weights=ops.softmax(reversed_logits, axis=0),
+            sample_weight=sample_weight,
         )
 
     def get_config(self) -> dict[str, Any]:
@@ -300,5 +337,12 @@ class AffinityTerm(DistillationTerm):
             num_classes=num_classes, sizes=config.affinity_sizes, margin=config.affinity_margin
         )
 
-    def call(self, student: dict[str, Tensor], teacher: dict[str, Tensor]) -> Tensor:
-        return self.affinity(student["logits"], ops.argmax(teacher["logits"], axis=-1))
+    def call(
+        self,
+        student: dict[str, Tensor],
+        teacher: dict[str, Tensor],
+        sample_weight: Tensor | None = None,
+    ) -> Tensor:
+        return self.affinity(
+            student["logits"], ops.argmax(teacher["logits"], axis=-1), sample_weight=sample_weight
+        )

@@ -23,6 +23,17 @@ two parts on the same scale whatever the batch size. Because the rows are normal
 diagonal is always 1, the loss does not change when a sample's features are multiplied by a
 positive number, and a batch of one sample gives :math:`K_S = K_T = [[1]]`: the loss is 0 and
 so is its gradient (KMM needs batches of two or more).
+
+Samples left out (not in the paper): with a weight :math:`v_i` per sample, 1 for a sample
+that counts and 0 for one left out, both means run over the entries whose two samples count,
+
+.. math::
+
+    L_{KM} = \frac{\sum_{i,j} v_i v_j (K_S - K_T)_{ij}^2}{\sum_{i,j} v_i v_j}
+           + \frac{\sum_{i,j} v_i v_j |K_S - K_T|_{ij}}{\sum_{i,j} v_i v_j}
+
+Each row is normalised on its own, so this is the loss of the samples weighted 1 alone, and
+0 for a batch with none.
 """
 
 from __future__ import annotations
@@ -33,7 +44,14 @@ import keras
 from keras import layers, ops
 
 from napari_kdseg.distillation.base import DistillationTerm, Shape
-from napari_kdseg.losses._tensors import Tensor, check_rank, check_same_shape, floating
+from napari_kdseg.losses._tensors import (
+    Tensor,
+    check_rank,
+    check_same_shape,
+    floating,
+    sample_weights,
+    weighted_mean,
+)
 
 if TYPE_CHECKING:
     from napari_kdseg.training.config import DistillationConfig
@@ -59,7 +77,9 @@ def kernel_matrix(features: Tensor) -> Tensor:
     return ops.matmul(rows, ops.transpose(rows))
 
 
-def kernel_matrix_loss(student_features: Tensor, teacher_features: Tensor) -> Tensor:
+def kernel_matrix_loss(
+    student_features: Tensor, teacher_features: Tensor, sample_weight: Tensor | None = None
+) -> Tensor:
     """Full kernel matrix transfer loss :math:`L_{KM}` (paper eq. 6).
 
     A pure, symmetric function of its arguments: nothing is detached here
@@ -69,9 +89,12 @@ def kernel_matrix_loss(student_features: Tensor, teacher_features: Tensor) -> Te
         student_features: ``(n, h, w, channels)`` student features, already brought to the
             teacher's shape (see :class:`KernelMatrixAdapter`).
         teacher_features: ``(n, h, w, channels)`` teacher features.
+        sample_weight: ``(n,)`` weights :math:`v_i`, 1 for a sample that counts and 0 for one
+            left out (see the module docstring); ``None`` counts every sample.
 
     Returns:
-        ``mean((K_S - K_T)^2) + mean(|K_S - K_T|)``, a scalar.
+        ``mean((K_S - K_T)^2) + mean(|K_S - K_T|)``, a scalar; the means weighted by
+        :math:`v_i v_j` given ``sample_weight``.
 
     Raises:
         ValueError: where the two shapes differ.
@@ -80,7 +103,13 @@ def kernel_matrix_loss(student_features: Tensor, teacher_features: Tensor) -> Te
     check_same_shape(student_features, teacher_features, "student and teacher features")
     teacher_features = ops.cast(teacher_features, student_features.dtype)
     difference = kernel_matrix(student_features) - kernel_matrix(teacher_features)
-    return ops.mean(ops.square(difference)) + ops.mean(ops.abs(difference))
+    if sample_weight is None:
+        return ops.mean(ops.square(difference)) + ops.mean(ops.abs(difference))
+    weights = sample_weights(sample_weight, difference)
+    pair_weights = weights[:, None] * weights[None, :]
+    return weighted_mean(ops.square(difference), pair_weights) + weighted_mean(
+        ops.abs(difference), pair_weights
+    )
 
 
 @keras.saving.register_keras_serializable(package="napari_kdseg")
@@ -91,7 +120,7 @@ class KernelMatrixAdapter(keras.layers.Layer):
     convolution with a 1x1 kernel: here a bias-free ``Conv2D`` from the student's channels to
     ``teacher_channels`` (a per-pixel linear projection; without a bias it commutes with the
     resizing), followed, when the grids differ, by a bilinear resize to the teacher's
-    ``(h, w)``. ``call(student_features, teacher_features)`` returns
+    ``(h, w)``. ``call(student_features, teacher_features, sample_weight=None)`` returns
     :func:`kernel_matrix_loss` of the adapted student features against the teacher's, which
     are wrapped in ``stop_gradient`` (the teacher is a fixed target, as ``torch.no_grad`` in
     the KDA reference). The adapter is trained with the student and thrown away after.
@@ -138,10 +167,15 @@ class KernelMatrixAdapter(keras.layers.Layer):
             projected = ops.image.resize(projected, teacher_grid, interpolation="bilinear")
         return projected
 
-    def call(self, student_features: Tensor, teacher_features: Tensor) -> Tensor:
+    def call(
+        self,
+        student_features: Tensor,
+        teacher_features: Tensor,
+        sample_weight: Tensor | None = None,
+    ) -> Tensor:
         check_rank(teacher_features, 4, "teacher_features")
         adapted = self.adapt(student_features, tuple(teacher_features.shape[1:3]))
-        return kernel_matrix_loss(adapted, ops.stop_gradient(teacher_features))
+        return kernel_matrix_loss(adapted, ops.stop_gradient(teacher_features), sample_weight)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "teacher_channels": self.teacher_channels}
@@ -166,8 +200,13 @@ class KernelMatrixTerm(DistillationTerm):
             adapter.build(student_shapes[s], teacher_shapes[t])
             self.adapters.append(adapter)
 
-    def call(self, student: dict[str, Tensor], teacher: dict[str, Tensor]) -> Tensor:
+    def call(
+        self,
+        student: dict[str, Tensor],
+        teacher: dict[str, Tensor],
+        sample_weight: Tensor | None = None,
+    ) -> Tensor:
         return sum(
-            adapter(student[s], teacher[t])
+            adapter(student[s], teacher[t], sample_weight=sample_weight)
             for adapter, (s, t) in zip(self.adapters, self.pairs, strict=True)
         )

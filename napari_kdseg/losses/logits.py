@@ -14,7 +14,14 @@ from keras import ops
 
 from napari_kdseg.distillation.base import DistillationTerm
 from napari_kdseg.distillation.terms import LOGITS_DIRECTIONS
-from napari_kdseg.losses._tensors import Tensor, check_rank, check_same_shape, floating
+from napari_kdseg.losses._tensors import (
+    Tensor,
+    check_rank,
+    check_same_shape,
+    floating,
+    sample_weights,
+    weighted_mean,
+)
 
 if TYPE_CHECKING:
     from napari_kdseg.training.config import DistillationConfig
@@ -30,6 +37,7 @@ def logits_kl(
     teacher_logits: Tensor,
     temperature: float = 1.0,
     direction: str = "paper",
+    sample_weight: Tensor | None = None,
 ) -> Tensor:
     """Pixel-wise Kullback-Leibler divergence of the student from the teacher (paper eq. 7).
 
@@ -53,12 +61,25 @@ def logits_kl(
     ``log_softmax``, so logits of any size (1e4 included) give a finite loss; the teacher side
     is not detached (a frozen teacher receives no update anyway).
 
+    With a weight :math:`w_b` per sample the mean runs over the pixels of the weighted
+    samples,
+
+    .. math::
+
+        L_{Logits} = T^2 \\frac{\\sum_{n} w_{b(n)} \\sum_{c} p^s_{n,c}
+            \\left(\\log p^s_{n,c} - \\log p^t_{n,c}\\right)}{\\sum_{n} w_{b(n)}}
+
+    with :math:`b(n)` the sample of pixel :math:`n`: weights 0 and 1 give the loss of the
+    samples weighted 1 alone, and 0 for a batch with none.
+
     Args:
         student_logits: ``(batch, H, W, classes)`` student logits.
         teacher_logits: teacher logits of the same shape.
         temperature: softening temperature ``T > 0``; 1 is the paper's plain KL.
         direction: ``"paper"`` for :math:`D_{KL}(p^s \\| p^t)`, ``"hinton"`` for
             :math:`D_{KL}(p^t \\| p^s)`.
+        sample_weight: ``(batch,)`` weights :math:`w_b`, 1 for a sample that counts and 0
+            for one left out; ``None`` counts every sample (the plain mean above).
 
     Returns:
         A scalar, zero when both give the same probabilities and positive otherwise, up to
@@ -81,7 +102,10 @@ def logits_kl(
     if direction == "hinton":
         log_p_student, log_p_teacher = log_p_teacher, log_p_student
     per_pixel = ops.sum(ops.exp(log_p_student) * (log_p_student - log_p_teacher), axis=-1)
-    return ops.mean(per_pixel) * temperature**2
+    if sample_weight is None:
+        return ops.mean(per_pixel) * temperature**2
+    weights = sample_weights(sample_weight, per_pixel)
+    return weighted_mean(per_pixel, ops.reshape(weights, (-1, 1, 1))) * temperature**2
 
 
 @keras.saving.register_keras_serializable(package="napari_kdseg")
@@ -133,5 +157,12 @@ class LogitsTerm(DistillationTerm):
         self.temperature = config.temperature
         self.direction = config.logits_direction
 
-    def call(self, student: dict[str, Tensor], teacher: dict[str, Tensor]) -> Tensor:
-        return logits_kl(student["logits"], teacher["logits"], self.temperature, self.direction)
+    def call(
+        self,
+        student: dict[str, Tensor],
+        teacher: dict[str, Tensor],
+        sample_weight: Tensor | None = None,
+    ) -> Tensor:
+        return logits_kl(
+            student["logits"], teacher["logits"], self.temperature, self.direction, sample_weight
+        )

@@ -19,6 +19,10 @@ from napari_kdseg.data.augment import AugmentConfig
 from napari_kdseg.data.preprocess import PreprocessConfig
 from napari_kdseg.distillation import terms
 
+#: The scans whose samples the distillation terms read (``DistillationConfig.distil_on``):
+#: every one, or only those without a ground-truth mask.
+DISTILLED_SCANS = ("all", "unlabelled")
+
 
 @dataclass(frozen=True)
 class DistillationConfig:
@@ -41,9 +45,13 @@ class DistillationConfig:
     # e of n trains at (e + 1) / n of them); 0 trains at full weight from the first step.
     ramp_fraction: float = 0.0
     # Train the scans without a mask on the teacher's thresholded masks as if they were labels
-    # (the segmentation loss only, every term off): the hard-label baseline that shows what
-    # the relation terms add. Needs a teacher whose maps are computed ahead (TAPS, say).
+    # (with every term off, the hard-label baseline that shows what the relation terms add).
+    # Needs a teacher whose maps are computed ahead (TAPS, say).
     teacher_labels: bool = False
+    # The samples the terms read: "all", every one; "unlabelled", only those whose scan has no
+    # ground-truth mask (a teacher's mask standing in does not count), so that a teacher that
+    # is wrong on the labelled scans (TAPS on the phantom) teaches only where it is the guide.
+    distil_on: str = "all"
 
     def __post_init__(self) -> None:
         terms.check_names(self.lambdas)
@@ -56,6 +64,8 @@ class DistillationConfig:
             )
         if not 0 <= self.ramp_fraction <= 1:
             raise ValueError(f"ramp_fraction must lie in [0, 1], got {self.ramp_fraction}")
+        if self.distil_on not in DISTILLED_SCANS:
+            raise ValueError(f"distil_on must be one of {DISTILLED_SCANS}, got {self.distil_on!r}")
 
     def ramp_epochs(self, epochs: int) -> int:
         """Epochs over which the weights ramp in (0: none)."""

@@ -18,8 +18,11 @@ alongside the student.
 once in inference mode; ``compute_loss`` adds the terms. A batch input carrying
 ``"labelled"`` (a distillation that also learns from scans without masks, see
 :class:`~napari_kdseg.training.pipeline.SliceDataset`) takes Loss_Seg and the Dice metric
-from its labelled samples only; the terms read every sample. Both go through Keras' own ``fit``,
-so callbacks, ``tf.distribute`` strategies and the JAX and PyTorch trainers work unchanged.
+from its labelled samples only. The terms read every sample, or with
+``DistillationConfig.distil_on="unlabelled"`` only the samples whose scan has no ground-truth
+mask (``"has_ground_truth"`` 0 in the batch input): each is then the term of those samples
+alone, 0 in a batch without any. Both go through Keras' own ``fit``, so callbacks,
+``tf.distribute`` strategies and the JAX and PyTorch trainers work unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +34,13 @@ from keras import ops
 
 from napari_kdseg.distillation import terms
 from napari_kdseg.distillation.base import DistillationTerm
-from napari_kdseg.distillation.teacher import LABELLED, KerasTeacher, Teacher, batch_image
+from napari_kdseg.distillation.teacher import (
+    HAS_GROUND_TRUTH,
+    LABELLED,
+    KerasTeacher,
+    Teacher,
+    batch_image,
+)
 from napari_kdseg.losses import SegmentationLoss
 from napari_kdseg.losses._tensors import per_sample
 from napari_kdseg.losses.segmentation import cross_entropy, dice_loss, focal_loss
@@ -134,8 +143,12 @@ class Distiller(keras.Model):
         values = {"segmentation": segmentation}
         total = segmentation
         scale = ops.cast(self.distillation_scale, total.dtype)
+        distilled = self._distilled_samples(x)
         for name, term in self.terms.items():
-            values[name] = term(student, teacher)
+            if distilled is None:
+                values[name] = term(student, teacher)
+            else:
+                values[name] = term(student, teacher, sample_weight=distilled)
             total = total + scale * self.lambdas[name] * values[name]
         if self.losses:
             total = total + ops.sum(self.losses)
@@ -147,6 +160,19 @@ class Distiller(keras.Model):
         # contributes its share of the summed gradients (see per_sample).
         total = per_sample(total, student["logits"])
         return self._reduce(total, total)
+
+    def _distilled_samples(self, x: Any) -> Any:
+        """The terms' ``sample_weight``: 1 for the samples without a ground-truth mask, 0 for
+        the others, where the terms read those alone; ``None`` where they read every one."""
+        if self.config.distil_on == "all":
+            return None
+        if not isinstance(x, dict) or HAS_GROUND_TRUTH not in x:
+            raise ValueError(
+                f"distil_on={self.config.distil_on!r} reads which samples have a ground-truth "
+                f"mask from the batch's {HAS_GROUND_TRUTH!r}, which it does not carry; give "
+                "the data pipeline SliceDataset(flag_ground_truth=True)"
+            )
+        return 1.0 - ops.cast(x[HAS_GROUND_TRUTH], "float32")
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:

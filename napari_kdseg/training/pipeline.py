@@ -17,7 +17,7 @@ import numpy.typing as npt
 from napari_kdseg.data.augment import AugmentConfig, augment_sample
 from napari_kdseg.data.cache import PreparedCase
 from napari_kdseg.data.preprocess import middle_extent, slices_around, stack_context
-from napari_kdseg.distillation.teacher import IMAGE, LABELLED, TEACHER_LOGITS
+from napari_kdseg.distillation.teacher import HAS_GROUND_TRUTH, IMAGE, LABELLED, TEACHER_LOGITS
 
 #: The floor of a teacher's probabilities turned into logits: log(1e-4) = -9.2 keeps a
 #: confident teacher confident without an infinite logit.
@@ -58,7 +58,13 @@ class SliceDataset(keras.utils.PyDataset):
     the teacher where no scan has a mask. Its slices are drawn as an unlabelled case's still,
     so the two ways of learning from the teacher see the same slices.
 
-    Without unlabelled cases and teacher maps, ``x`` is the image batch itself, as before.
+    ``flag_ground_truth`` makes ``x`` a dict carrying ``"has_ground_truth"`` ``(batch,)``
+    float32 as well: 1 for a sample whose case has a mask of its own, 0 for one without,
+    whether or not the teacher's mask stands in for it (the Distiller's terms then read the
+    samples without, ``DistillationConfig.distil_on``).
+
+    Without unlabelled cases, teacher maps and that flag, ``x`` is the image batch itself, as
+    before.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class SliceDataset(keras.utils.PyDataset):
         unlabelled: bool = False,
         teacher_maps: Sequence[npt.NDArray[np.floating]] | None = None,
         teacher_labels: bool = False,
+        flag_ground_truth: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,6 +103,7 @@ class SliceDataset(keras.utils.PyDataset):
         elif teacher_labels:
             raise ValueError("teacher_labels needs teacher_maps: the teacher's masks are its maps")
         self.teacher_labels = teacher_labels
+        self.flag_ground_truth = flag_ground_truth
         self.has_unlabelled = bool(without_mask) and not teacher_labels
         self.batch_size = batch_size
         self.context = context
@@ -126,13 +134,14 @@ class SliceDataset(keras.utils.PyDataset):
 
     @property
     def carries_dict(self) -> bool:
-        """Whether ``x`` is a dict (unlabelled cases or teacher maps) or the image batch."""
-        return self.has_unlabelled or self.teacher_maps is not None
+        """Whether ``x`` is a dict (unlabelled cases, teacher maps or the ground-truth flag) or
+        the image batch."""
+        return self.has_unlabelled or self.teacher_maps is not None or self.flag_ground_truth
 
     def __getitem__(self, batch: int) -> tuple[Any, npt.NDArray[np.int32]]:
         rows = self._order[batch * self.batch_size : (batch + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, batch])
-        images, masks, labelled, maps = [], [], [], []
+        images, masks, labelled, ground_truth, maps = [], [], [], [], []
         for case_number, slice_index in self.index[rows]:
             case = self.cases[case_number]
             image = stack_context(case.image, int(slice_index), self.context)
@@ -151,6 +160,7 @@ class SliceDataset(keras.utils.PyDataset):
             images.append(image)
             masks.append(mask)
             labelled.append(case.label is not None or self.teacher_labels)
+            ground_truth.append(case.label is not None)
             maps += extra
         x = np.stack(images).astype(np.float32)
         y = np.stack(masks).astype(np.int32)
@@ -159,6 +169,8 @@ class SliceDataset(keras.utils.PyDataset):
         inputs: dict[str, npt.NDArray[np.float32]] = {IMAGE: x}
         if self.has_unlabelled:
             inputs[LABELLED] = np.asarray(labelled, dtype=np.float32)
+        if self.flag_ground_truth:
+            inputs[HAS_GROUND_TRUTH] = np.asarray(ground_truth, dtype=np.float32)
         if self.teacher_maps is not None:
             inputs[TEACHER_LOGITS] = teacher_logits(np.stack(maps))
         return inputs, y

@@ -471,6 +471,9 @@ class _Run:
             # the distillation terms against the same teacher.
             train_maps, val_maps = self._teacher_maps([train_cases, val_cases], cache)
         context = config.preprocess.context
+        # A distillation whose terms read the scans without a mask alone: batches say which
+        # samples have one.
+        flag_ground_truth = self.unlabelled and config.distillation.distil_on == "unlabelled"
         batches = SliceDataset(
             train_cases,
             config.batch_size,
@@ -481,6 +484,7 @@ class _Run:
             unlabelled=self.unlabelled,
             teacher_maps=train_maps,
             teacher_labels=config.distillation.teacher_labels,
+            flag_ground_truth=flag_ground_truth,
         )
         validation = (
             SliceDataset(
@@ -491,6 +495,7 @@ class _Run:
                 shuffle=False,
                 teacher_maps=val_maps,
                 teacher_labels=self.validated_by_teacher,
+                flag_ground_truth=flag_ground_truth,
             )
             if val_cases
             else None
@@ -602,12 +607,21 @@ class _Run:
 
 
 def _how_the_teacher_taught(config: TrainConfig, validated_by_teacher: bool) -> dict[str, str]:
-    """For the card: what the scans without a mask learned from, and what the validation Dice
-    compares with when the teacher stood in for missing masks."""
+    """For the card: what the scans without a mask learned from, which scans the distillation
+    losses read when not all, and what the validation Dice compares with when the teacher
+    stood in for missing masks."""
     details = {}
-    if config.distillation.teacher_labels:
-        details["labels"] = (
-            "the teacher's masks of the scans without one, with the segmentation loss only"
+    distillation = config.distillation
+    if distillation.teacher_labels:
+        details["labels"] = "the teacher's masks of the scans without one, " + (
+            "with the segmentation loss beside the distillation losses"
+            if distillation.enabled
+            else "with the segmentation loss only"
+        )
+    if distillation.distil_on == "unlabelled":
+        details["distillation_losses"] = (
+            "applied only to the scans without a ground-truth mask; the scans with one learned "
+            "from their own mask alone"
         )
     if validated_by_teacher:
         details["validation"] = (

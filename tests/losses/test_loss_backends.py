@@ -37,14 +37,22 @@ def loss_values() -> dict[str, float]:
     adapter.build(student_features.shape, teacher_features.shape)
     adapter.projection.kernel.assign(rng.normal(size=(1, 1, 5, 6)).astype(np.float32))
 
+    first_only, middle_left_out = np.array([1, 0], np.float32), np.array([1, 0, 1], np.float32)
     values = {
         "logits_kl": losses.logits_kl(student_logits, teacher_logits, 2.0),
+        "logits_kl_weighted": losses.logits_kl(
+            student_logits, teacher_logits, 2.0, sample_weight=first_only
+        ),
         "affinity_loss": losses.affinity_loss(student_logits, labels),
         "adaptive_affinity": affinity(student_logits, labels),
+        "adaptive_affinity_weighted": affinity(student_logits, labels, sample_weight=first_only),
         "kernel_matrix_loss": losses.kernel_matrix_loss(
             student_features, teacher_features[:, :4, :4, :5]
         ),
         "kernel_matrix_adapter": adapter(student_features, teacher_features),
+        "kernel_matrix_adapter_weighted": adapter(
+            student_features, teacher_features, sample_weight=middle_left_out
+        ),
         "dice": losses.dice_loss(labels, student_logits),
         "focal": losses.focal_loss(labels, student_logits, alpha=0.25),
         "cross_entropy": losses.cross_entropy(labels, student_logits),

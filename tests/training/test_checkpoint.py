@@ -73,6 +73,7 @@ def test_a_checkpoint_from_before_a_new_setting_still_resumes(tmp_path: Path) ->
     config = TrainConfig(epochs=4)
     older = config.to_json()
     del older["preprocess"]["pixel_mm"], older["distillation"]["teacher_labels"]
+    del older["distillation"]["distil_on"]
     save_state(_model(), tmp_path, 2, None, {"train": older, "sites": ["A"], "teacher": None})
     asked = {"train": config.to_json(), "sites": ["A"], "teacher": None}
     state = load_state(_model(), tmp_path, asked, _with_current_settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import keras
@@ -34,6 +35,16 @@ def test_config_json_round_trip() -> None:
     config = cpu_preset("erfnet")
     again = TrainConfig.from_json(json.loads(json.dumps(config.to_json())))
     assert again == config
+
+
+def test_the_distilled_scans_are_every_scan_or_those_without_a_mask() -> None:
+    assert DistillationConfig().distil_on == "all"
+    config = dataclasses.replace(
+        cpu_preset(), distillation=DistillationConfig(distil_on="unlabelled")
+    )
+    assert TrainConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    with pytest.raises(ValueError, match=r"distil_on must be one of \('all', 'unlabelled'\)"):
+        DistillationConfig(distil_on="labelled")
 
 
 def test_ablation_switches() -> None:

@@ -157,6 +157,36 @@ def test_teacher_labels_stand_in_for_missing_masks(prepared: list[PreparedCase])
     assert unlabelled_seen > 0
 
 
+def test_the_ground_truth_flag_is_carried_when_asked(prepared: list[PreparedCase]) -> None:
+    """Which samples' scans have a mask of their own, whether or not the teacher's masks
+    stand in (and so "labelled" says otherwise)."""
+    rng = np.random.default_rng(0)
+    maps = [rng.random(case.image.shape).astype(np.float32) for case in prepared]
+    settings = {"teacher_maps": maps, "teacher_labels": True, "shuffle": False}
+    flagged = SliceDataset(prepared, 4, 3, flag_ground_truth=True, **settings)
+    plain = SliceDataset(prepared, 4, 3, **settings)
+    seen = set()
+    for batch in range(len(flagged)):
+        (x, y), (x_plain, y_plain) = flagged[batch], plain[batch]
+        assert set(x) == {"image", "teacher_logits", "has_ground_truth"}
+        assert set(x_plain) == {"image", "teacher_logits"}
+        rows = flagged.index[batch * 4 : (batch + 1) * 4]
+        expected = np.asarray([prepared[n].label is not None for n, _ in rows], np.float32)
+        np.testing.assert_array_equal(x["has_ground_truth"], expected)
+        np.testing.assert_array_equal(x["image"], x_plain["image"])
+        np.testing.assert_array_equal(y, y_plain)
+        seen |= set(expected.tolist())
+    assert seen == {0.0, 1.0}
+    # beside "labelled", which says the same without teacher labels
+    x, _ = SliceDataset(prepared, 24, 3, unlabelled=True, flag_ground_truth=True)[0]
+    np.testing.assert_array_equal(x["has_ground_truth"], x["labelled"])
+    # labelled cases alone: a dict, so that the Distiller reads the flag there too
+    labelled = [case for case in prepared if case.label is not None]
+    x, _ = SliceDataset(labelled, 4, 3, flag_ground_truth=True)[0]
+    assert set(x) == {"image", "has_ground_truth"}
+    np.testing.assert_array_equal(x["has_ground_truth"], np.ones(4, np.float32))
+
+
 def test_teacher_logits_are_the_log_probabilities() -> None:
     probability = np.array([0.0, 0.25, 1.0], np.float32)
     logits = teacher_logits(probability)
@@ -216,6 +246,40 @@ def test_segmentation_comes_from_labelled_samples_only() -> None:
     plain = _distiller(DistillationConfig().only(["logits", "affinity"]))
     plain.compute_loss(image, y, plain(image))  # all labelled, as an image batch
     assert _results(plain)["logits"] == pytest.approx(values["logits"], rel=1e-5)
+
+
+def test_the_terms_can_read_the_samples_without_ground_truth_alone() -> None:
+    """distil_on="unlabelled": every term (KMM, from a Keras teacher, too) is the term of the
+    samples without a ground-truth mask alone, 0 in a batch without any; Loss_Seg is as
+    before."""
+    distiller = _distiller(DistillationConfig(distil_on="unlabelled"))
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((4, *SHAPE)).astype(np.float32)
+    image[::2] = 10 * image[::2] + 3  # the samples with a mask unlike the others
+    y = (image[..., 1] > 0.3).astype(np.int32)
+
+    def values(x: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+        for tracker in distiller.metrics:
+            tracker.reset_state()
+        distiller.compute_loss(x, y, distiller(x))
+        return _results(distiller)
+
+    ground_truth = np.array([1, 0, 1, 0], np.float32)
+    mixed = values({"image": image, "has_ground_truth": ground_truth}, y)
+    alone = values({"image": image[1::2], "has_ground_truth": np.zeros(2, np.float32)}, y[1::2])
+    everyone = values({"image": image, "has_ground_truth": np.zeros(4, np.float32)}, y)
+    for name in ("logits", "kernel_matrix", "affinity"):
+        assert mixed[name] > 0
+        assert mixed[name] == pytest.approx(alone[name], rel=1e-5), name
+        assert mixed[name] != pytest.approx(everyone[name], rel=1e-3), name
+    assert mixed["segmentation"] == pytest.approx(everyone["segmentation"], rel=1e-6)
+
+    labelled = values({"image": image, "has_ground_truth": np.ones(4, np.float32)}, y)
+    assert (labelled["logits"], labelled["kernel_matrix"], labelled["affinity"]) == (0, 0, 0)
+    assert labelled["loss"] == pytest.approx(labelled["segmentation"], rel=1e-6)
+
+    with pytest.raises(ValueError, match=r"does not carry; .* SliceDataset\(flag_ground_truth"):
+        distiller.compute_loss(image, y, distiller(image))
 
 
 def test_focal_loss_and_background_dice() -> None:
@@ -359,3 +423,32 @@ def test_scans_without_masks_alone_validate_against_the_teacher(
     assert "held-out scans" in card.teacher_model["validation"]
     with pytest.raises(ValueError, match="needs its maps computed ahead of training"):
         distill(dataset, ["B"], config, teacher_file, tmp_path / "live", options)
+
+
+@pytest.mark.slow
+def test_distilling_on_the_scans_without_masks_alone_from_the_command_line(
+    phantom: Path, teacher_file: Path, tmp_path: Path
+) -> None:
+    """Site A's masks and site B's teacher masks train the segmentation loss; LM and AAM read
+    site B alone, and the card says so."""
+    out = tmp_path / "out"
+    args = ["distill", str(phantom), "--teacher", str(teacher_file), "--precompute-teacher"]
+    args += ["--teacher-labels", "--losses", "logits", "affinity", "--distil-on", "unlabelled"]
+    args += ["--size", str(SIZE), "--width", "0.125", "--epochs", "1", "--batch-size", "8"]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    card = ModelCard.read_beside(out / "enet.keras")
+    assert card.training["distillation"]["distil_on"] == "unlabelled"
+    assert card.training["distillation"]["teacher_labels"] is True
+    assert card.teacher_model is not None
+    assert card.teacher_model["distillation_losses"] == (
+        "applied only to the scans without a ground-truth mask; the scans with one learned "
+        "from their own mask alone"
+    )
+    assert "beside the distillation losses" in card.teacher_model["labels"]
+    assert card.metrics is not None
+    final = card.metrics["final"]
+    for name in ("loss", "segmentation", "logits", "affinity", "val_dice"):
+        assert np.isfinite(final[name]), name
+    assert final["logits"] > 0
+    # validation holds site A's scans out, all with masks: the terms read none of them
+    assert (final["val_logits"], final["val_affinity"]) == (0.0, 0.0)
