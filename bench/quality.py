@@ -1,4 +1,5 @@
-"""Is the quality flag calibrated? Fit it on training-site validation cases, score unseen sites.
+"""Is the quality flag calibrated? Choose and fit it on training-site validation cases, score
+unseen sites.
 
 For every finished cell of a leave-one-site-out grid (``<runs>/<target>/seed<N>/<student>/``,
 both students), the model's training sites are split as training split them
@@ -6,10 +7,14 @@ both students), the model's training sites are split as training split them
 
 1. the training statistics are computed from the training sites' kept cases with the same
    function the card writer uses (these cards predate the section);
-2. every held-out (validation) case of a training site is segmented and measured: these
-   fit the risk score (a logistic regression of "Dice below 0.7") and the verdict thresholds;
+2. every held-out (validation) case of a training site is segmented (plus a left-right and an
+   up-down flipped pass, for the flip measurements) and measured: these choose the
+   measurements of the risk score (greedy forward selection by cross-validated AUC, the
+   folds splitting students) and fit it (a logistic regression of "Dice below 0.7" on the
+   standardised measurements) and the verdict thresholds;
 3. every case of the unseen target site is segmented and judged with that calibration: the
-   AUC of the risk for "Dice below 0.7", and the failures each verdict lets through.
+   AUC of the risk for "Dice below 0.7", and the failures each verdict lets through. Every
+   feature set's unseen AUC is printed too, for the record: it chooses nothing.
 
 Then the real labelled scan (PROMISE12 Case00) is segmented by every student, and one student
 exported to ONNX times ``segment`` with and without the report.
@@ -30,12 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
 
 from napari_kdseg.card import ModelCard
 from napari_kdseg.data.cache import PreparedCase, PreprocessCache
 from napari_kdseg.data.datasets import discover, split_cases
 from napari_kdseg.data.io import read_volume
-from napari_kdseg.data.preprocess import prepare_volume
+from napari_kdseg.data.preprocess import prepare_volume, reorient
+from napari_kdseg.data.volume import Volume
 from napari_kdseg.evaluation.metrics import dice
 from napari_kdseg.inference.model import SegmentationModel
 from napari_kdseg.inference.postprocess import count_components, largest_connected_component
@@ -60,7 +68,59 @@ from napari_kdseg.inference.segment import segment, slice_probabilities
 
 STUDENTS = ("enet", "enet-from-unetpp-AAM-KMM-LM")
 FAILURE_DICE = 0.7
-FEATURES = ("self_disagreement", "boundary_entropy", "volume_outside", "extra_components")
+#: The measurements of the calibration before issue 18, kept as the baseline feature set.
+BASELINE = ("self_disagreement", "boundary_entropy", "volume_outside", "extra_components")
+#: Measurements that need a flipped pass, which ``segment`` runs only with test-time flips:
+#: the shipped score is chosen without them, the selection with them is printed beside it.
+FLIP_FEATURES = (
+    "lr_disagreement",
+    "lr_probability_difference",
+    "ud_disagreement",
+    "lr_mean_self_disagreement",
+    "flip_disagreement",
+)
+#: Feature sets tried by hand besides the greedy paths.
+HAND_SETS = {
+    "baseline": BASELINE,
+    "baseline + sphericity": (*BASELINE, "sphericity"),
+    "baseline + area_excess": (*BASELINE, "area_excess"),
+    "baseline + area_roughness": (*BASELINE, "area_roughness"),
+    "baseline + end_slice_fraction": (*BASELINE, "end_slice_fraction"),
+    "baseline + touches_end": (*BASELINE, "touches_end"),
+    "baseline + edge_fraction": (*BASELINE, "edge_fraction"),
+    "baseline + log_volume": (*BASELINE, "log_volume"),
+    "baseline + probability statistics": (
+        *BASELINE, "mean_probability_inside", "uncertain_fraction", "boundary_entropy_q90"
+    ),
+    "baseline + soft_volume_ratio": (*BASELINE, "soft_volume_ratio"),
+    "baseline + all shape": (
+        *BASELINE, "sphericity", "area_roughness", "end_slice_fraction", "edge_fraction",
+        "log_volume",
+    ),
+    "baseline + lr_disagreement": (*BASELINE, "lr_disagreement"),
+    "baseline + sphericity + lr_disagreement": (*BASELINE, "sphericity", "lr_disagreement"),
+    "self_disagreement + sphericity + extra_components": (
+        "self_disagreement", "sphericity", "extra_components"
+    ),
+    "sphericity + lr_disagreement": ("sphericity", "lr_disagreement"),
+    "baseline + every no-flip measurement": (
+        *BASELINE, "sphericity", "area_roughness", "area_excess", "end_slice_fraction",
+        "edge_fraction", "log_volume", "mean_probability_inside", "uncertain_fraction",
+        "boundary_entropy_q90", "soft_volume_ratio",
+    ),
+}  # fmt: skip
+#: Ridge on the standardised weights: mild, so that 180 cases do not fit noise.
+RIDGE = 1.0
+#: Cross-validation: folds of whole students (a student's five cases share its errors),
+#: repeated with shuffled students, AUC of the pooled out-of-fold risks averaged.
+CV_FOLDS, CV_REPEATS = 6, 10
+#: Forward selection stops when the next measurement adds less than this to the CV AUC.
+MIN_GAIN = 0.01
+#: Rounds of the timing; the fastest of each is kept.
+TIMING_ROUNDS = 7
+#: Flips of a (slices, rows, columns) scan.
+LEFT_RIGHT, UP_DOWN = 2, 1
+_IN_PLANE_3X3 = np.ones((1, 3, 3), dtype=bool)
 
 
 @dataclass
@@ -77,6 +137,7 @@ class Measured:
     scan: ScanComparison
     scan_reasons: list[str]
     geometry: Any
+    features: dict[str, float]  # every candidate measurement
 
     @property
     def failed(self) -> bool:
@@ -95,12 +156,24 @@ def measure(
     statistics: dict[str, Any] | None,
     **names: str,
 ) -> Measured:
-    """Segment a prepared case as ``segment_prepared`` does and keep the report's inputs."""
-    probabilities = slice_probabilities(prepared.image, network, network.preprocess.context)
+    """Segment a prepared case as ``segment_prepared`` does (no flips) and keep the report's
+    inputs and every candidate measurement."""
+    context = network.preprocess.context
+    probabilities = slice_probabilities(prepared.image, network, context)
+    flipped = {}
+    for axis in (LEFT_RIGHT, UP_DOWN):
+        image = np.ascontiguousarray(np.flip(prepared.image, axis))
+        flipped[axis] = np.flip(slice_probabilities(image, network, context)[..., 1:].sum(-1), axis)
     raw = prepared.geometry.probabilities_to_source(probabilities)
     labels = largest_connected_component(raw)
     mask = MaskChecks.measure(labels, prepared.geometry, count_components(raw))
     uncertainty = Uncertainty.measure(probabilities)
+    canonical = reorient(
+        Volume(labels > 0, prepared.geometry.source_affine), prepared.geometry.orientation
+    )
+    features = score_features(mask, uncertainty) | candidate_features(
+        mask, canonical, 1.0 - probabilities[..., 0], flipped
+    )
     scan, reasons = compare_with_training(
         summarise_scan(prepared.image, prepared.geometry), statistics
     )
@@ -111,13 +184,74 @@ def measure(
         scan=scan,
         scan_reasons=reasons,
         geometry=prepared.geometry,
+        features=features,
         **names,  # type: ignore[arg-type]
     )
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2) -> tuple[np.ndarray, float]:
-    """Logistic regression by Newton's method with a small ridge (a feature that never varies
-    on the validation cases keeps a weight of about 0). Returns (weights, bias)."""
+def candidate_features(
+    mask: MaskChecks,
+    canonical: npt.NDArray[np.bool_],
+    foreground: npt.NDArray[np.floating],
+    flipped: dict[int, npt.NDArray[np.floating]],
+) -> dict[str, float]:
+    """The candidate measurements the report does not make: more of the mask's shape (on the
+    scan's grid, ``canonical``), the probability map's statistics and the flipped passes'
+    agreement (model grid; ``flipped`` maps a flipped axis to its foreground probabilities,
+    flipped back)."""
+    outline = canonical & ~ndimage.binary_erosion(canonical, _IN_PLANE_3X3, border_value=0)
+    border = np.zeros_like(canonical)
+    border[:, [0, -1], :] = border[:, :, [0, -1]] = True
+    areas = canonical.sum(axis=(1, 2)).astype(np.float64)
+    spanned = np.flatnonzero(areas)
+    profile = np.pad(areas[spanned[0] : spanned[-1] + 1], 1) if spanned.size else np.zeros(2)
+    inside = foreground > 0.5
+    band = ndimage.binary_dilation(inside, _IN_PLANE_3X3) & ~ndimage.binary_erosion(
+        inside, _IN_PLANE_3X3, border_value=1
+    )
+    p = np.clip(foreground, 1e-7, 1 - 1e-7)
+    entropy = (-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))[band]
+    masks = [inside, flipped[LEFT_RIGHT] > 0.5, flipped[UP_DOWN] > 0.5]
+    union = inside | masks[1]
+    mean = (foreground + flipped[LEFT_RIGHT]) / 2
+    mean_mask = mean > 0.5
+    denominator = float(mean.sum() + mean_mask.sum())
+    pairs = [_agreement(masks[0], masks[1]), _agreement(masks[0], masks[2]),
+             _agreement(masks[1], masks[2])]  # fmt: skip
+    return {
+        "log_volume": float(np.log(max(mask.volume_cc, 1e-3))),
+        "touches_end": float(mask.touches_end_slice),
+        "edge_fraction": float((outline & border).sum() / max(1, outline.sum())),
+        "area_excess": float(np.abs(np.diff(profile)).sum() / max(1.0, 2 * profile.max()) - 1),
+        "slice_coverage": float(spanned.size / len(canonical)),
+        "mean_probability_inside": float(foreground[inside].mean()) if inside.any() else 0.0,
+        "uncertain_fraction": float(((p > 0.1) & (p < 0.9)).sum() / max(1, inside.sum())),
+        **{
+            f"boundary_entropy_q{q}": float(np.percentile(entropy, q)) if entropy.size else 0.0
+            for q in (50, 75, 90)
+        },
+        "soft_volume_ratio": float(foreground.sum() / max(1, inside.sum())),
+        "lr_disagreement": 1 - pairs[0],
+        "lr_probability_difference": float(
+            np.abs(foreground - flipped[LEFT_RIGHT])[union].mean() if union.any() else 0.0
+        ),
+        "ud_disagreement": 1 - pairs[1],
+        "lr_mean_self_disagreement": 1 - 2 * float((mean * mean_mask).sum()) / denominator
+        if denominator
+        else 1.0,
+        "flip_disagreement": 1 - float(np.mean(pairs)),
+    }
+
+
+def _agreement(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
+    """Dice of two masks (1 when both are empty)."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2 * int((a & b).sum()) / total
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> tuple[np.ndarray, float]:
+    """Logistic regression by Newton's method with a ridge on the weights (a feature that never
+    varies on the fitting cases keeps a weight of about 0). Returns (weights, bias)."""
     design = np.hstack([np.ones((len(x), 1)), x])
     beta = np.zeros(design.shape[1])
     penalty = ridge * np.eye(design.shape[1])
@@ -133,18 +267,94 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2) -> tuple[np.
     return beta[1:], float(beta[0])
 
 
-def calibrate(validation: list[Measured], fitted_on: str) -> Calibration:
-    """The risk score and thresholds from validation cases only.
+def fit_standardised(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """:func:`fit_logistic` on the standardised features (so that the ridge weighs every
+    measurement alike), returned as weights and bias on the raw features."""
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    weights, bias = fit_logistic((x - mean) / scale, y)
+    return weights / scale, bias - float((weights * mean / scale).sum())
+
+
+def table(cases: list[Measured], names: tuple[str, ...]) -> np.ndarray:
+    return np.array([[m.features[name] for name in names] for m in cases])
+
+
+def cv_auc(validation: list[Measured], names: tuple[str, ...]) -> float:
+    """Cross-validated AUC on the validation cases: :data:`CV_FOLDS` folds of whole students,
+    :data:`CV_REPEATS` shuffles, the pooled out-of-fold risks' AUC averaged."""
+    x, y = table(validation, names), np.array([m.failed for m in validation], dtype=float)
+    students = np.array([m.model for m in validation])
+    aucs = []
+    for repeat in range(CV_REPEATS):
+        order = np.random.default_rng(repeat).permutation(np.unique(students))
+        scores = np.zeros(len(y))
+        for fold in np.array_split(order, CV_FOLDS):
+            held = np.isin(students, fold)
+            weights, bias = fit_standardised(x[~held], y[~held])
+            scores[held] = x[held] @ weights + bias
+        aucs.append(auc(scores.tolist(), (y == 1).tolist()))
+    return float(np.mean(aucs))
+
+
+def score_set(
+    names: tuple[str, ...], validation: list[Measured], unseen: list[Measured]
+) -> dict[str, float]:
+    """A feature set's validation AUC (in-sample and cross-validated) and, for the record
+    only, its unseen sites' AUC when fitted on every validation case."""
+    weights, _ = fit_standardised(
+        table(validation, names), np.array([m.failed for m in validation], dtype=float)
+    )
+    return {
+        "validation": auc(
+            (table(validation, names) @ weights).tolist(), [m.failed for m in validation]
+        ),
+        "validation_cv": cv_auc(validation, names),
+        "unseen": auc((table(unseen, names) @ weights).tolist(), [m.failed for m in unseen]),
+    }
+
+
+def forward_selection(
+    pool: list[str], validation: list[Measured], unseen: list[Measured], steps: int = 7
+) -> list[dict[str, Any]]:
+    """Greedy forward selection by cross-validated validation AUC: each step adds the
+    measurement that raises it most. All ``steps`` are returned; :func:`chosen` cuts them."""
+    path: list[dict[str, Any]] = []
+    names: tuple[str, ...] = ()
+    for _ in range(steps):
+        best = max(
+            (c for c in pool if c not in names), key=lambda c: cv_auc(validation, (*names, c))
+        )
+        names = (*names, best)
+        path.append({"added": best, **score_set(names, validation, unseen)})
+    return path
+
+
+def chosen(path: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The path up to the last step that added at least :data:`MIN_GAIN` to the CV AUC."""
+    names: list[str] = []
+    previous = 0.5
+    for step in path:
+        if step["validation_cv"] - previous < MIN_GAIN:
+            break
+        names.append(step["added"])
+        previous = step["validation_cv"]
+    return tuple(names)
+
+
+def calibrate(validation: list[Measured], names: tuple[str, ...], fitted_on: str) -> Calibration:
+    """The risk score of ``names`` and the thresholds from validation cases only.
 
     ``ok_below``: the 5th percentile of the failures' risk (at most 5 % of validation failures
     score as ok); ``unreliable_from``: the 95th percentile of the successes' risk (at most 5 %
-    of good validation segmentations are called unreliable by the score).
+    of good validation segmentations are called unreliable by the score); ``typical``: each
+    measurement's median over the successes.
     """
-    x = np.array([[score_features(m.mask, m.uncertainty)[f] for f in FEATURES] for m in validation])
+    x = table(validation, names)
     y = np.array([m.failed for m in validation], dtype=float)
-    weights, bias = fit_logistic(x, y)
-    draft = Calibration(dict(zip(FEATURES, weights.tolist(), strict=True)), bias, 0.0, 1.0)
-    risks = np.array([draft.risk(dict(zip(FEATURES, row, strict=True))) for row in x])
+    weights, bias = fit_standardised(x, y)
+    draft = Calibration(dict(zip(names, weights.tolist(), strict=True)), bias, 0.0, 1.0)
+    risks = np.array([draft.risk(dict(zip(names, row, strict=True))) for row in x])
     failures, successes = risks[y == 1], risks[y == 0]
     ok_below = float(np.quantile(failures, 0.05)) if failures.size else 0.5
     unreliable_from = float(np.quantile(successes, 0.95)) if successes.size else 0.5
@@ -154,6 +364,10 @@ def calibrate(validation: list[Measured], fitted_on: str) -> Calibration:
         unreliable_from=round(max(ok_below, unreliable_from), 5),
         failure_dice=FAILURE_DICE,
         fitted_on=fitted_on,
+        typical={
+            name: round(float(np.median(x[y == 0, i])), 5) if (y == 0).any() else 0.0
+            for i, name in enumerate(names)
+        },
         extra={
             "validation_cases": len(validation),
             "validation_failures": int(y.sum()),
@@ -292,11 +506,27 @@ def main() -> None:
         f"{len(validation)} training-site validation cases of {args.runs} "
         f"({len(statistics_of)} students, phantom, model grid 64)"
     )
-    calibration = calibrate(validation, fitted_on)
+    candidates = sorted(validation[0].features)
+    no_flip = [name for name in candidates if name not in FLIP_FEATURES]
+    path = forward_selection(no_flip, validation, unseen)
+    selection = {
+        "single": {name: score_set((name,), validation, unseen) for name in candidates},
+        "by hand": {
+            label: score_set(names, validation, unseen) for label, names in HAND_SETS.items()
+        },
+        "forward, no flips": path,
+        "forward, with flips": forward_selection(candidates, validation, unseen),
+    }
+    selection["chosen"] = {
+        "no flips (shipped)": chosen(path),
+        "with flips": chosen(selection["forward, with flips"]),
+    }
+    calibration = calibrate(validation, selection["chosen"]["no flips (shipped)"], fitted_on)
     if args.write_calibration:
         CALIBRATION_PATH.write_text(json.dumps(calibration.to_json(), indent=2) + "\n")
     results: dict[str, Any] = {
         "calibration": calibration.to_json(),
+        "feature selection": selection,
         "validation (in-sample)": summarise(validation, calibration),
         "unseen sites": summarise(unseen, calibration),
         "unseen sites by student": {
@@ -323,9 +553,29 @@ def main() -> None:
         results["timing"] = time_report(args.onnx, dataset, real_scan, statistics_of)
     out = args.work / "results.json"
     out.write_text(json.dumps(results, indent=2, default=float))
-    print(json.dumps({k: v for k, v in results.items() if k != "calibration"}, indent=1))
+    shown = {k: v for k, v in results.items() if k not in ("calibration", "feature selection")}
+    print(json.dumps(shown, indent=1))
+    print_selection(selection)
     print(f"calibration: {json.dumps(calibration.to_json())}")
     print(f"wrote {out}")
+
+
+def print_selection(selection: dict[str, Any]) -> None:
+    """The feature sets tried: validation AUC in-sample and cross-validated, unseen AUC."""
+    print("AUC of the risk: validation in-sample / validation cross-validated / unseen sites")
+    for part in ("single", "by hand"):
+        print(f"{part}:")
+        for label, row in selection[part].items():
+            print(f"  {label:60s} {_aucs(row)}")
+    for part in ("forward, no flips", "forward, with flips"):
+        print(f"{part}:")
+        for row in selection[part]:
+            print(f"  + {row['added']:58s} {_aucs(row)}")
+    print(f"chosen: {selection['chosen']}")
+
+
+def _aucs(row: dict[str, float]) -> str:
+    return f"{row['validation']:.3f} / {row['validation_cv']:.3f} / {row['unseen']:.3f}"
 
 
 def time_report(
@@ -335,7 +585,11 @@ def time_report(
     statistics_of: dict[str, dict[str, Any] | None],
 ) -> dict[str, Any]:
     """``segment`` (read scan in memory, preprocess, infer, post-process) without and with the
-    quality report, best of 3, on the exported student (one ONNX Runtime thread), no flips.
+    quality report, on the exported student (one ONNX Runtime thread), no flips; beside them
+    one left-right flipped pass alone, what a flip measurement would add. Best of
+    :data:`TIMING_ROUNDS`, the three taking turns in each round so that load from other work
+    falls on all of them; ``stage`` is the report's own stage (``seconds["quality"]``) over
+    the time without it, the same overhead measured inside one run.
     The card gets the training statistics of its grid cell so the comparison runs too."""
     from napari_kdseg.inference.onnx_runtime import load_onnx
 
@@ -350,17 +604,31 @@ def time_report(
     if real_scan is not None:
         scans.append(real_scan)
     rows = []
+    context = model.preprocess.context
     for scan in scans:
-        plain = min(_timed(lambda s=scan: segment(s, model, quality=False)) for _ in range(3))
-        full = min(_timed(lambda s=scan: segment(s, model, quality=True)) for _ in range(3))
+        image, _ = prepare_volume(scan, model.preprocess)
+        flipped = np.ascontiguousarray(np.flip(image, LEFT_RIGHT))
+        rounds = []
+        for _ in range(TIMING_ROUNDS):
+            plain = _timed(lambda s=scan: segment(s, model, quality=False))
+            started = time.perf_counter()
+            stage = segment(scan, model, quality=True).seconds["quality"]
+            full = time.perf_counter() - started
+            flip = _timed(lambda f=flipped: slice_probabilities(f, model, context))
+            rounds.append((plain, full, stage, flip))
+        plain, full, stage, flip = np.min(rounds, axis=0).tolist()
         rows.append({"scan": str(scan.source), "shape": list(scan.shape), "without": plain,
-                     "with": full, "overhead": full / plain - 1})  # fmt: skip
+                     "with": full, "overhead": full / plain - 1, "stage": stage / plain,
+                     "flip_pass": flip / plain})  # fmt: skip
     return {
         "model": str(onnx),
         "runtime": model.runtime,
         "cases": rows,
         "median_overhead": float(np.median([r["overhead"] for r in rows])),
         "max_overhead": float(max(r["overhead"] for r in rows)),
+        "median_stage": float(np.median([r["stage"] for r in rows])),
+        "max_stage": float(max(r["stage"] for r in rows)),
+        "median_flip_pass": float(np.median([r["flip_pass"] for r in rows])),
     }
 
 

@@ -16,20 +16,22 @@ One report, three kinds of evidence, one verdict:
    this part then says "unknown").
 
 The verdict (``ok``, ``check``, ``unreliable``) comes from a risk score, the probability that
-the Dice is below 0.7 by a logistic model of the uncertainty and plausibility measurements,
-with thresholds fitted on the training sites' validation cases by ``bench/quality.py``
-(``quality_calibration.json`` beside this module), plus rules for what no validation case
-can show (an empty mask, a scan unlike the training scans). Reasons are written for a
-clinician.
+the Dice is below 0.7 by a logistic model of a few of these measurements (the shipped one
+weighs the mask's shape: its sphericity, how unevenly its area runs from slice to slice and
+its share on the scan's end slices), with the measurements chosen and the thresholds fitted
+on the training sites' validation cases by ``bench/quality.py`` (``quality_calibration.json``
+beside this module), plus rules for what no validation case can show (an empty mask, a scan
+unlike the training scans). Reasons are written for a clinician.
 
-NumPy and SciPy only: no Keras, no Qt (the napari panel and ``kdseg segment`` both use it).
+NumPy, SciPy and scikit-image only: no Keras, no Qt (the napari panel and ``kdseg segment``
+both use it).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from skimage.measure import marching_cubes, mesh_surface_area
 
 from napari_kdseg.data.preprocess import Geometry, reorient
 from napari_kdseg.data.volume import Volume
@@ -60,6 +63,8 @@ PROSTATE_EXTENT_MM = (10.0, 150.0)
 GEOMETRY_TOLERANCE = 1.1
 #: How many of the least certain slices the report names.
 WORST_SLICES = 3
+#: How many of the measurements that raise the risk most a reason names.
+RISK_DRIVERS = 2
 
 _IN_PLANE_3X3 = np.ones((1, 3, 3), dtype=bool)
 
@@ -155,6 +160,8 @@ class Calibration:
     ``risk = sigmoid(bias + sum(weights[f] * feature f))`` estimates the probability that the
     Dice is below ``failure_dice``; a risk below ``ok_below`` is ``ok``, at or above
     ``unreliable_from`` ``unreliable``, between them ``check``. ``fitted_on`` says where.
+    ``typical`` holds each weighted measurement's median over the good validation outlines:
+    a reason names the measurements that raise the risk most above it.
     """
 
     weights: dict[str, float]
@@ -163,11 +170,23 @@ class Calibration:
     unreliable_from: float
     failure_dice: float = 0.7
     fitted_on: str = ""
+    typical: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def risk(self, features: Mapping[str, float]) -> float:
         z = self.bias + sum(w * float(features[name]) for name, w in self.weights.items())
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def drivers(self, features: Mapping[str, float]) -> list[str]:
+        """The weighted measurements that raise the risk above a typical good outline's,
+        most first (at most :data:`RISK_DRIVERS`)."""
+        raised = {
+            name: w * (float(features[name]) - self.typical[name])
+            for name, w in self.weights.items()
+            if name in self.typical
+        }
+        raising = [name for name, lift in raised.items() if lift > 0]
+        return sorted(raising, key=lambda name: -raised[name])[:RISK_DRIVERS]
 
     def to_json(self) -> dict[str, Any]:
         data = {"format": CALIBRATION_FORMAT, **asdict(self)}
@@ -178,7 +197,9 @@ class Calibration:
     def from_json(cls, data: Mapping[str, Any]) -> Calibration:
         if data.get("format") != CALIBRATION_FORMAT:
             raise ValueError(f"not a quality calibration (format {data.get('format')!r})")
-        known = {"weights", "bias", "ok_below", "unreliable_from", "failure_dice", "fitted_on"}
+        known = {
+            "weights", "bias", "ok_below", "unreliable_from", "failure_dice", "fitted_on", "typical"
+        }  # fmt: skip
         return cls(
             weights={str(k): float(v) for k, v in data["weights"].items()},
             bias=float(data["bias"]),
@@ -186,6 +207,7 @@ class Calibration:
             unreliable_from=float(data["unreliable_from"]),
             failure_dice=float(data.get("failure_dice", 0.7)),
             fitted_on=str(data.get("fitted_on", "")),
+            typical={str(k): float(v) for k, v in data.get("typical", {}).items()},
             extra={k: v for k, v in data.items() if k not in known | {"format"}},
         )
 
@@ -201,7 +223,15 @@ def default_calibration() -> Calibration:
 
 @dataclass(frozen=True)
 class MaskChecks:
-    """Plausibility of a mask on the scan's grid, in canonical (slice, row, column) order."""
+    """Plausibility of a mask on the scan's grid, in canonical (slice, row, column) order.
+
+    The shape measurements: ``sphericity`` is ``(36 pi V^2 / A^3)^(1/3)`` with the area of a
+    marching-cubes surface (1 for a ball; a gland outlined well is rounded, a poor outline
+    frayed or flat); ``area_roughness`` the summed absolute second difference of the area per
+    slice, from an empty slice before the gland to one after it, over the summed area (a
+    gland's area grows and shrinks smoothly; a jump, or a gland cut off at full width, adds
+    to it); ``end_slice_fraction`` the share of the mask on the scan's first and last slices.
+    """
 
     volume_cc: float
     extent_mm: tuple[float, float, float]
@@ -209,6 +239,9 @@ class MaskChecks:
     gap_slices: int
     touches_edge_in_plane: bool
     touches_end_slice: bool
+    sphericity: float
+    area_roughness: float
+    end_slice_fraction: float
 
     @classmethod
     def measure(
@@ -224,12 +257,16 @@ class MaskChecks:
             components = count_components(mask)
         occupied = np.argwhere(mask)
         if occupied.size == 0:
-            return cls(0.0, (0.0, 0.0, 0.0), 0, 0, False, False)
-        extent = (occupied.max(axis=0) - occupied.min(axis=0) + 1) * sizes
+            return cls(0.0, (0.0, 0.0, 0.0), 0, 0, False, False, 0.0, 0.0, 0.0)
+        low, high = occupied.min(axis=0), occupied.max(axis=0) + 1
+        extent = (high - low) * sizes
         slices = np.flatnonzero(mask.any(axis=(1, 2)))
         gaps = int((slices[-1] - slices[0] + 1) - slices.size)
         in_plane = bool(mask[:, [0, -1], :].any() or mask[:, :, [0, -1]].any())
         end_slice = bool(mask[0].any() or mask[-1].any())
+        box = mask[tuple(slice(a, b) for a, b in zip(low, high, strict=True))]
+        areas = np.pad(box.sum(axis=(1, 2)).astype(np.float64), 1)
+        ends = sorted({0, len(mask) - 1})  # one slice is both ends
         return cls(
             volume_cc=volume_cc,
             extent_mm=tuple(float(e) for e in extent),  # type: ignore[arg-type]
@@ -237,7 +274,19 @@ class MaskChecks:
             gap_slices=gaps,
             touches_edge_in_plane=in_plane,
             touches_end_slice=end_slice,
+            sphericity=_sphericity(box, sizes),
+            area_roughness=float(np.abs(np.diff(areas, 2)).sum() / areas.sum()),
+            end_slice_fraction=float(np.count_nonzero(mask[ends]) / occupied.shape[0]),
         )
+
+
+def _sphericity(mask: npt.NDArray[np.bool_], spacing: npt.NDArray[np.float64]) -> float:
+    """Sphericity of a non-empty mask, its voxels ``spacing`` mm apart."""
+    padded = np.pad(mask, 1).astype(np.float32)  # a closed surface where the mask meets the box
+    vertices, faces, _, _ = marching_cubes(padded, 0.5, spacing=tuple(float(s) for s in spacing))
+    area = mesh_surface_area(vertices, faces)
+    volume = float(np.count_nonzero(mask)) * float(np.prod(spacing))
+    return float((36 * math.pi * volume**2 / area**3) ** (1 / 3))
 
 
 @dataclass(frozen=True)
@@ -449,7 +498,7 @@ class QualityReport:
 
 
 def score_features(mask: MaskChecks, uncertainty: Uncertainty) -> dict[str, float]:
-    """The measurements the calibrated risk score weighs (all 0 for a perfect, certain mask).
+    """The measurements a calibrated risk score may weigh (:data:`FEATURE_WORDS` names each).
 
     ``volume_outside`` is how far (natural log) the gland volume lies outside a prostate's
     usual range, 0 inside it.
@@ -463,7 +512,35 @@ def score_features(mask: MaskChecks, uncertainty: Uncertainty) -> dict[str, floa
         "volume_outside": outside,
         "extra_components": float(max(0, mask.components - 1)),
         "gap_slices": float(mask.gap_slices),
+        "sphericity": mask.sphericity,
+        "area_roughness": mask.area_roughness,
+        "end_slice_fraction": mask.end_slice_fraction,
     }
+
+
+#: Each measurement of :func:`score_features` in words, from its value and the value typical
+#: of a good outline, for the reason that names what raised the risk.
+FEATURE_WORDS: dict[str, Callable[[float, float], str]] = {
+    "self_disagreement": lambda v, t: (
+        f"the model's probabilities only partly agree with its outline (expected Dice "
+        f"{1 - v:.2f}; good outlines {1 - t:.2f})"
+    ),
+    "boundary_entropy": lambda v, t: (
+        f"the model is unsure along the border ({v:.0%}; good outlines {t:.0%})"
+    ),
+    "volume_outside": lambda v, t: "its volume is outside a prostate's usual 15-80 cc",
+    "extra_components": lambda v, t: f"the model found {v + 1:.0f} separate regions",
+    "gap_slices": lambda v, t: f"it skips {v:.0f} slice(s)",
+    "sphericity": lambda v, t: (
+        f"its 3D shape is irregular (roundness {v:.2f}; good outlines {t:.2f})"
+    ),
+    "area_roughness": lambda v, t: (
+        f"its area jumps from slice to slice (unevenness {v:.2f}; good outlines {t:.2f})"
+    ),
+    "end_slice_fraction": lambda v, t: (
+        f"{v:.0%} of it lies on the first or last slice (good outlines {t:.0%})"
+    ),
+}
 
 
 def assess(
@@ -507,16 +584,15 @@ def judge(
         hard.append("no prostate was found in this scan")
     else:
         hard, soft = _mask_reasons(mask)
-    if risk >= calibration.unreliable_from:
-        hard.append(
-            f"the model is unsure where the gland's border is (estimated {risk:.0%} chance "
-            "that the outline is poor)"
-        )
-    elif risk >= calibration.ok_below:
-        soft.append(
-            f"the model is partly unsure where the gland's border is (estimated {risk:.0%} "
-            "chance that the outline is poor)"
-        )
+    if risk >= calibration.ok_below:
+        likely = "likely" if risk >= calibration.unreliable_from else "possibly"
+        words = [
+            FEATURE_WORDS[name](features[name], calibration.typical[name])
+            for name in calibration.drivers(features)
+        ]
+        because = f": {' and '.join(words)}" if words else ""
+        reason = f"the outline is {likely} poor (estimated {risk:.0%} chance){because}"
+        (hard if risk >= calibration.unreliable_from else soft).append(reason)
     if uncertainty.flip_agreement is not None and uncertainty.flip_agreement < 0.9:
         soft.append(
             f"mirrored copies of the scan give different outlines (agreement "

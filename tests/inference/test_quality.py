@@ -16,8 +16,10 @@ from napari_kdseg.data.phantom import make_case
 from napari_kdseg.data.preprocess import PreprocessConfig, prepare_labels, prepare_volume
 from napari_kdseg.data.volume import Volume
 from napari_kdseg.inference.model import SegmentationModel
+from napari_kdseg.inference.postprocess import largest_connected_component
 from napari_kdseg.inference.quality import (
     CHECK,
+    FEATURE_WORDS,
     OK,
     UNRELIABLE,
     Calibration,
@@ -88,6 +90,51 @@ def test_two_components_gap_slices_and_edge_contact_are_named() -> None:
     reasons = _report(edge, scan).reasons
     assert any("touches the edge of the image" in reason for reason in reasons)
     assert not any("skips" in reason for reason in reasons)
+
+
+def _frayed_ball(shape: tuple[int, int, int]) -> np.ndarray:
+    """A ball whose surface is eaten away at random: the frayed outline of a poor model."""
+    ball = _ellipsoid(shape, (15, 32, 32), (6, 18, 18))
+    shell = _ellipsoid(shape, (15, 32, 32), (7, 21, 21))
+    noise = np.random.default_rng(0).random(shape) < 0.5
+    return largest_connected_component(ball ^ (shell & noise)) > 0
+
+
+def test_shape_measurements_of_a_ball_a_cut_off_gland_and_a_frayed_one() -> None:
+    scan = _scan((30, 64, 64))  # 1 mm pixels, 3 mm slices: an 18 mm ball is 6 slices high
+    ball = _report(_ellipsoid(scan.shape, (15, 32, 32), (6, 18, 18)), scan).mask
+    cut = _report(_ellipsoid(scan.shape, (2, 32, 32), (6, 18, 18)), scan).mask
+    frayed = _report(_frayed_ball(scan.shape), scan).mask
+    assert 0.8 < ball.sphericity <= 1.0
+    assert ball.end_slice_fraction == 0.0
+    assert cut.end_slice_fraction > 0.1  # its widest slices lie on the scan's first slice
+    assert cut.area_roughness > ball.area_roughness + 0.05
+    assert frayed.sphericity < 0.5 * ball.sphericity
+
+
+def test_the_risk_reason_names_what_raised_the_risk() -> None:
+    scan = _scan((30, 64, 64))
+    roundness = Calibration(
+        weights={"sphericity": -20.0}, bias=10.0, ok_below=0.2, unreliable_from=0.8,
+        typical={"sphericity": 0.7},
+    )  # fmt: skip
+    assert Calibration.from_json(roundness.to_json()) == roundness
+    ball = _report(_ellipsoid(scan.shape, (15, 32, 32), (6, 18, 18)), scan, roundness)
+    assert ball.verdict == OK, ball.reasons
+    frayed = _report(_frayed_ball(scan.shape), scan, roundness)
+    assert frayed.verdict == UNRELIABLE
+    assert any(
+        reason.startswith("the outline is likely poor") and "its 3D shape is irregular" in reason
+        for reason in frayed.reasons
+    ), frayed.reasons
+
+
+def test_the_shipped_calibration_weighs_measurements_the_report_can_explain() -> None:
+    calibration = default_calibration()
+    assert calibration.weights
+    assert set(calibration.weights) <= set(FEATURE_WORDS)
+    assert set(calibration.typical) == set(calibration.weights)
+    assert 0 < calibration.ok_below <= calibration.unreliable_from < 1
 
 
 def test_an_empty_mask_is_unreliable() -> None:
