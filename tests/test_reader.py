@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from napari_kdseg import _reader
+from napari_kdseg._layers import AXIS_LABELS, UNITS
 from napari_kdseg._reader import get_reader, read_path, read_paths
 from napari_kdseg._writer import affine_from_scale, write_labels
 from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.phantom import generate_phantom
+from napari_kdseg.data.volume import Volume
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +51,56 @@ def test_dataset_root_opens_every_case_with_its_mask(dataset: Path) -> None:
     mask, mask_attributes, _ = layers[7]
     assert mask.shape == data.shape
     assert mask.dtype == np.uint8
-    assert set(np.unique(mask)) == {0, 1}
+    assert set(np.unique(np.asarray(mask))) == {0, 1}
     np.testing.assert_allclose(mask_attributes["metadata"]["kdseg"]["affine"], scan.affine)
+    for _, layer_attributes, _ in layers:
+        assert layer_attributes["units"] == UNITS
+        assert layer_attributes["axis_labels"] == AXIS_LABELS
+
+
+def test_dataset_reads_only_the_first_case_until_the_others_are_shown(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[str] = []
+    real_read = _reader._read
+
+    def counting_read(path: Path, labels: bool = False) -> Volume:
+        read.append(path.name)
+        return real_read(path, labels)
+
+    monkeypatch.setattr(_reader, "_read", counting_read)
+
+    layers = read_path(dataset).layers
+
+    assert read == ["Case00.nii.gz", "Case00_segmentation.nii.gz"], "only A/Case00 is read"
+    assert [attributes["visible"] for _, attributes, _ in layers] == [True] * 2 + [False] * 6
+    assert "contrast_limits" in layers[0][1], "the shown scan has its percentile contrast"
+    assert "contrast_limits" not in layers[2][1], "napari takes a hidden scan's when shown"
+    data, attributes, _ = layers[2]
+    assert attributes["name"] == "A/Case01"
+    assert attributes["metadata"]["kdseg"]["format"] == "nifti"
+    assert data.shape == read_volume(dataset / "A" / "Case01.nii.gz").shape
+    assert read == ["Case00.nii.gz", "Case00_segmentation.nii.gz"], "geometry came from headers"
+
+    np.asarray(data[3])
+
+    assert read[2:] == ["Case01.nii.gz"]
+
+
+def test_a_hidden_case_damaged_after_opening_names_its_file_when_shown(
+    dataset: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(dataset, root)
+    layers = read_path(root).layers
+    damaged = root / "B" / "Case01_segmentation.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-40])
+    mask = next(data for data, attributes, _ in layers if attributes["name"] == "B/Case01 prostate")
+
+    with pytest.raises(KdsegDataError) as raised:
+        np.asarray(mask)
+
+    assert raised.value.path == str(damaged)
 
 
 def test_site_folder_opens_as_one_site(dataset: Path) -> None:
@@ -74,6 +124,13 @@ def test_single_scan_opens_with_its_sibling_mask(dataset: Path) -> None:
     np.testing.assert_array_equal(layers[1][0], truth.array)
 
 
+def test_single_scan_layers_are_in_millimetres(dataset: Path) -> None:
+    for _, attributes, _ in read_path(dataset / "A" / "Case01.nii.gz").layers:
+        assert attributes["units"] == ("mm", "mm", "mm")
+        assert attributes["axis_labels"] == ("slice", "row", "column")
+        assert attributes["visible"]
+
+
 def test_mask_file_alone_opens_as_labels(dataset: Path) -> None:
     path = dataset / "B" / "Case00_segmentation.nii.gz"
     layers = get_reader(str(path))(str(path))  # type: ignore[misc]
@@ -81,19 +138,49 @@ def test_mask_file_alone_opens_as_labels(dataset: Path) -> None:
     mask = read_volume(path, labels=True)
     np.testing.assert_allclose(layers[0][1]["scale"], mask.spacing)
     np.testing.assert_allclose(layers[0][1]["metadata"]["kdseg"]["affine"], mask.affine)
+    assert layers[0][1]["units"] == UNITS
 
 
-def test_not_ours_is_refused_quickly(dataset: Path, tmp_path: Path) -> None:
+def test_files_not_ours_are_refused_from_their_names(dataset: Path, tmp_path: Path) -> None:
     picture = tmp_path / "photo.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "readme.txt").write_text("no scans here")
     assert get_reader(str(picture)) is None
     assert get_reader(str(dataset / "phantom.json")) is None
-    assert get_reader(str(tmp_path / "empty")) is None
-    assert get_reader(str(tmp_path / "notes")) is None
     assert get_reader(str(tmp_path / "missing.nii.gz")) is None
+    assert get_reader([str(dataset / "A" / "Case00.nii.gz"), str(picture)]) is None
+
+
+@pytest.mark.parametrize(
+    ("contents", "found"),
+    [
+        ({}, "it is empty"),
+        ({"readme.txt": "no scans here"}, "it holds readme.txt"),
+        (
+            {f"slice{index}.png": "" for index in range(7)} | {"more/notes.txt": ""},
+            "it holds more/, slice0.png, slice1.png, slice2.png, slice3.png and 3 more",
+        ),
+    ],
+)
+def test_a_folder_without_volumes_says_what_was_looked_for(
+    tmp_path: Path, contents: dict[str, str], found: str
+) -> None:
+    folder = tmp_path / "foo"
+    folder.mkdir()
+    for name, text in contents.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text(text)
+    reader = get_reader(str(folder))
+    assert reader is not None, "napari chose this plugin for the folder: it must explain"
+
+    with pytest.raises(KdsegDataError) as raised:
+        reader(str(folder))
+
+    assert raised.value.path == str(folder)
+    assert str(raised.value) == (
+        f"{folder}: holds no MRI volumes: looked for NIfTI (.nii, .nii.gz) and MetaImage "
+        "(.mhd, .mha) files, DICOM series folders, and site folders or dataset roots holding "
+        f"them; {found}"
+    )
 
 
 def test_corrupt_file_error_names_the_file(tmp_path: Path) -> None:
@@ -231,3 +318,20 @@ def test_a_sibling_mask_on_another_grid_is_not_opened(dataset: Path, tmp_path: P
     assert len(result.problems) == 1
     assert "mask not opened" in result.problems[0]
     assert "does not lie on the grid of its image" in result.problems[0]
+
+
+def test_a_sibling_mask_with_labels_beyond_uint8_is_not_opened(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """Masks are shown and saved as uint8: label 300 would silently become 44."""
+    image = tmp_path / "Case00.nii.gz"
+    shutil.copy(dataset / "A" / "Case00.nii.gz", image)
+    mask = nib.load(dataset / "A" / "Case00_segmentation.nii.gz")
+    labels = np.asarray(mask.dataobj).astype(np.int16) * 300
+    nib.save(nib.Nifti1Image(labels, mask.affine), tmp_path / "Case00_segmentation.nii.gz")
+    result = read_path(str(image))
+    assert names_and_types(result.layers) == [("Case00", "image")]
+    assert result.problems == [
+        f"mask not opened: {tmp_path / 'Case00_segmentation.nii.gz'}: holds label 300; "
+        "a scan's mask holds labels 0..255"
+    ]
