@@ -4,11 +4,12 @@ laptop-sized screen (1280 x 800) with both panels docked.
     xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python tools/screenshots.py docs/screenshots
 
 It writes a small phantom dataset, opens it as a user drops a dataset folder on the viewer,
-trains a tiny teacher and student through the Distillation panel (a real child process, about
-two minutes on 2 cores), shoots the panel mid-training and when done, then segments an unseen
-site's scan with the exported student in the Segmentation panel, compares it with the ground
-truth and shoots the contours. Where ``../shared/data/real`` is present it also segments the
-real scan ``promise12_case00`` and shoots the quality verdict. ``--model X.onnx`` segments
+shoots the Distillation panel's settings with the Advanced section open, trains a tiny teacher
+and student through it (a real child process, about two minutes on 2 cores), shoots the panel
+mid-training and when done, then segments an unseen site's scan with the exported student in
+the Segmentation panel, compares it with the ground truth and shoots the contours. Where
+``../shared/data/real`` is present it also segments the real scan ``promise12_case00`` and
+shoots the quality verdict with both panels docked. ``--model X.onnx`` segments
 with that model instead (e.g. the demo's ``demo/enet-distilled.onnx``, which is trained long
 enough to look right).
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import napari
 from napari.layers import Image
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_kdseg.data.phantom import generate_phantom
@@ -44,8 +46,15 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def settle(seconds: float = 0.5) -> None:
+    """Run the event loop a while: wrapped text takes a few passes to get its height (one
+    pass shot the verdict's reasons cut to a line each)."""
+    until = time.monotonic() + seconds
+    wait_for(lambda: time.monotonic() > until, seconds + 5, "the panels' layout to settle")
+
+
 def shoot(viewer: napari.Viewer, path: Path, canvas_only: bool = False) -> None:
-    QApplication.processEvents()
+    settle()
     viewer.screenshot(str(path), canvas_only=canvas_only, flash=False)
     print(f"wrote {path}")
 
@@ -66,9 +75,12 @@ def main() -> None:
         layer.visible = layer.name.startswith(f"{TARGET}/Case00")
     viewer.reset_view()
 
-    _, distill = viewer.window.add_plugin_dock_widget("napari-kdseg", "Distillation")
-    _, panel = viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
-    distill.set_dataset(data)
+    distill_dock, distill = viewer.window.add_plugin_dock_widget("napari-kdseg", "Distillation")
+    segment_dock, panel = viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
+    # typed as a user would (the field then keeps it when the real scan is dropped later)
+    distill.dataset_edit.setText(str(data))
+    distill.dataset_edit.textEdited.emit(str(data))
+    distill.dataset_edit.editingFinished.emit()
     distill.target_combo.setCurrentText(TARGET)
     distill.size_spin.setValue(32)
     distill.epochs_spin.setValue(2)
@@ -77,16 +89,26 @@ def main() -> None:
     distill.width_spin.setValue(0.125)
     distill.run_folder_edit.setText(str(work / "run"))
     distill.library_edit.setText(str(work / "library"))
+    distill.advanced_button.setChecked(True)
+    settle()
+    distill.tabs.widget(0).ensureWidgetVisible(distill.advanced_box, 0, 0)
+    shoot(viewer, args.out / "distillation-setup.png")
     distill.start()
     # Mid-training: the distilled student (cell 3 of 3) is training, two runs are scored.
     wait_for(lambda: distill.progress.cell_number >= 3, 600, "the distilled student to start")
     started = time.monotonic()
     wait_for(lambda: time.monotonic() - started > 20, 30, "a few steps")
     shoot(viewer, args.out / "distillation-running.png")
-    wait_for(lambda: not distill.running, 900, "the distillation job to finish")
+
+    def outcome_shown() -> bool:  # the panel has shown the outcome once Cancel is off again
+        return not distill.running and not distill.cancel_button.isEnabled()
+
+    wait_for(outcome_shown, 900, "the distillation job to finish")
+    if not distill.status_label.text().startswith("finished"):
+        raise RuntimeError(f"the distillation did not finish: {distill.status_label.text()}")
     shoot(viewer, args.out / "distillation-done.png")
     exported = sorted((work / "library").glob("*.onnx"))
-    distill.parentWidget().hide()  # the segmentation panel gets the height for its table
+    distill_dock.hide()  # the segmentation panel gets the height for its table
 
     model = args.model or next(p for p in exported if "-from-" in p.name)
     panel.choose_model(model)
@@ -107,7 +129,11 @@ def main() -> None:
     shoot(viewer, args.out / "segmentation.png")
     shoot(viewer, args.out / "contours.png", canvas_only=True)
     if REAL_SCAN.is_file():
-        # A phantom-trained student on a real scan: the verdict and its reasons say so.
+        # A phantom-trained student on a real scan: the verdict and its reasons say so, read
+        # beside the distillation panel.
+        distill_dock.show()
+        docks = [distill_dock, segment_dock]
+        viewer.window._qt_window.resizeDocks(docks, [240, 560], Qt.Orientation.Vertical)
         for layer in viewer.layers:
             layer.visible = False
         before = len(viewer.layers)
@@ -120,6 +146,9 @@ def main() -> None:
         real_prediction = f"{name} prediction"
         wait_for(lambda: real_prediction in viewer.layers and not panel.busy, 300, "the real scan")
         viewer.reset_view()
+        settle()
+        panel.scroll.ensureWidgetVisible(panel.reason_labels[-1], 0, 0)
+        panel.scroll.ensureWidgetVisible(panel.verdict_badge, 0, 0)
         shoot(viewer, args.out / "quality-verdict.png")
     viewer.close()
 

@@ -11,12 +11,14 @@ GUI thread only empties a queue) and survives whatever happens to the child.
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtGui import QColor
+from qtpy.QtCore import QSize, Qt, QTimer, Signal
+from qtpy.QtGui import QColor, QResizeEvent
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,28 +35,30 @@ from qtpy.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_kdseg._widgets.curves import TrainingCurves
+from napari_kdseg._widgets.segment import VerticalScrollArea
 from napari_kdseg.architectures import STUDENTS, TEACHERS
 from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.datasets import Dataset, discover
 from napari_kdseg.distillation import terms
-from napari_kdseg.jobs.child import ChildJob, JobEvent, JobStatus
+from napari_kdseg.jobs.child import ChildJob, JobEvent, JobOutcome, JobStatus
 from napari_kdseg.jobs.plan import (
     PRESETS,
     TARGET_ROLE,
     DistillationSettings,
     dataset_root_of,
     job_argv,
+    loss_words,
     site_roles,
     validate,
 )
@@ -72,7 +76,26 @@ RAW_LOG_VIEW_LINES = 5000
 TEACHER_FILE_ITEM = "trained teacher file…"
 TAPS_ITEM = "TAPS (trained on real prostate MRI)"
 RUNS_FOLDER = Path.home() / "kdseg-runs"
-PRESET_LABELS = {"cpu": "CPU (small, quick)", "paper": "paper (384 px, 100 epochs)"}
+#: Each preset's name in the panel (its image size and epochs follow) and what it is for.
+PRESET_NAMES = {"cpu": "Quick", "paper": "As published"}
+PRESET_USES = {
+    "cpu": "Runs on this computer's processor.",
+    "paper": "The paper's setting; needs a graphics card.",
+}
+#: What each of the paper's distillation terms does, for the tooltips of its check box.
+LOSS_TIPS = {
+    "logits": "LM, the logits loss (eq. 7): the KL divergence between the student's and the "
+    "teacher's class probabilities, pixel by pixel",
+    "kernel_matrix": "KMM, kernel matrix matching: the student's inner features, mapped to "
+    "the teacher's channels, should relate the scans of a batch to one another as the "
+    "teacher's do. Needs the teacher's features, which TAPS does not give",
+    "affinity": "AAM, the adaptive affinity loss: neighbouring pixels the teacher puts in one "
+    "class should look alike to the student, and pixels it separates should differ",
+}
+#: Widths as people say them; others read as a fraction of the full size.
+_WIDTH_WORDS = {1.0: "full-size", 0.5: "half-size", 0.25: "quarter-size"}
+#: ``kdseg loso: `` before the child's own error sentence.
+_COMMAND_PREFIX = re.compile(r"^kdseg [\w-]+: ")
 _ERROR_COLOUR = "#ff6b6b"
 _PROGRESS_STEPS = 1000
 
@@ -105,14 +128,15 @@ class DistillationPanel(QWidget):
         setup_layout.addWidget(self._build_dataset_group())
         setup_layout.addWidget(self._build_models_group())
         setup_layout.addWidget(self._build_training_group())
+        setup_layout.addWidget(self._build_advanced_section())
         setup_layout.addWidget(self._build_output_group())
         setup_layout.addWidget(self._build_plan_group())
         setup_layout.addStretch(1)
         # Both pages scroll, so the dock fits a laptop screen (1280 x 800) beside the
         # segmentation panel while Start, Cancel, the bar and the status stay in view.
         self.tabs = QTabWidget()
-        self.tabs.addTab(_scrolling(setup), "Setup")
-        self.tabs.addTab(_scrolling(self._build_progress_tab()), "Progress and results")
+        self.tabs.addTab(VerticalScrollArea(setup), "Setup")
+        self.tabs.addTab(VerticalScrollArea(self._build_progress_tab()), "Progress and results")
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.tabs, 1)
@@ -142,22 +166,18 @@ class DistillationPanel(QWidget):
         row.addWidget(choose)
         layout.addLayout(row)
         self.dropped_button = QPushButton("Use dropped folder")
-        self.dropped_button.setToolTip(
-            "The dataset root the newest layer was read from (the field follows drops until "
-            "you type or choose a folder yourself)"
-        )
         self.dropped_button.clicked.connect(self._use_dropped_dataset)
         layout.addWidget(self.dropped_button)
 
         target_row = QFormLayout()
-        self.target_combo = QComboBox()
+        self.target_combo = _combo()
         self.target_combo.setToolTip("The unseen site: every other site trains, this one scores")
         self.target_combo.currentIndexChanged.connect(self._on_target_changed)
         target_row.addRow("Target site", self.target_combo)
         layout.addLayout(target_row)
 
         self.sites_table = QTableWidget(0, 4)
-        self.sites_table.setHorizontalHeaderLabels(["site", "role", "cases", "labelled"])
+        self.sites_table.setHorizontalHeaderLabels(["site", "role", "scans", "with masks"])
         header = self.sites_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
@@ -175,7 +195,7 @@ class DistillationPanel(QWidget):
     def _build_models_group(self) -> QGroupBox:
         group = QGroupBox("Teacher, student and losses")
         form = QFormLayout(group)
-        self.teacher_combo = QComboBox()
+        self.teacher_combo = _combo()
         for name, label in TEACHERS.items():
             self.teacher_combo.addItem(label, name)
         self.teacher_combo.addItem(TAPS_ITEM, TAPS)
@@ -185,7 +205,11 @@ class DistillationPanel(QWidget):
         self.teacher_combo.addItem(TEACHER_FILE_ITEM, None)
         self.teacher_combo.currentIndexChanged.connect(self._on_teacher_changed)
         form.addRow("Teacher", self.teacher_combo)
-        self.taps_label = QLabel(f"TAPS: {TAPS_PROVENANCE}. It gives no features, so KMM is off.")
+        self.taps_label = QLabel(
+            "TAPS was trained on real prostate MRI by its authors. It gives its masks only, so "
+            f"“{loss_words('kernel_matrix')}” is off."
+        )
+        self.taps_label.setToolTip(f"TAPS: {TAPS_PROVENANCE}. It gives no features, so KMM is off.")
         self.taps_label.setWordWrap(True)
         self.taps_label.setVisible(False)
         form.addRow("", self.taps_label)
@@ -202,17 +226,22 @@ class DistillationPanel(QWidget):
         self.teacher_file_row.setVisible(False)
         form.addRow("", self.teacher_file_row)
 
-        self.student_combo = QComboBox()
+        self.student_combo = _combo()
         for name, label in STUDENTS.items():
             self.student_combo.addItem(label, name)
         self.student_combo.currentIndexChanged.connect(self._on_models_changed)
         form.addRow("Student", self.student_combo)
 
+        # across the whole row: the ways of learning are long to say
         losses = QGridLayout()
+        losses.setContentsMargins(0, 0, 0, 0)
+        losses.addWidget(QLabel("Learn from the teacher by"), 0, 0)
+        losses.addWidget(QLabel("weight"), 0, 1)
         self.loss_checks: dict[str, QCheckBox] = {}
         self.lambda_spins: dict[str, QDoubleSpinBox] = {}
-        for row, spec in enumerate(terms.registered()):
-            check = QCheckBox(spec.short_name)
+        for row, spec in enumerate(terms.registered(), start=1):
+            check = QCheckBox(loss_words(spec.name))
+            check.setToolTip(LOSS_TIPS.get(spec.name, spec.short_name))
             check.setChecked(spec.name in terms.PAPER_TERMS)  # other terms are opt-in
             check.toggled.connect(self._update_plan)
             spin = QDoubleSpinBox()
@@ -221,56 +250,175 @@ class DistillationPanel(QWidget):
             spin.setSingleStep(0.1)
             spin.setValue(spec.default_weight)
             spin.setEnabled(check.isChecked())
-            spin.setPrefix("λ = ")
+            spin.setToolTip(
+                f"λ of {spec.short_name}: its weight in the student's loss (eq. 8, Seg + "
+                "λ_LM LM + λ_KMM KMM + λ_AAM AAM)"
+            )
             spin.valueChanged.connect(self._update_plan)
             check.toggled.connect(spin.setEnabled)
             losses.addWidget(check, row, 0)
             losses.addWidget(spin, row, 1)
             self.loss_checks[spec.name], self.lambda_spins[spec.name] = check, spin
-        form.addRow("Losses", losses)
+        form.addRow(losses)
 
         self.unlabelled_edit = QLineEdit()
         self.unlabelled_edit.setPlaceholderText("optional: a folder of scans without masks")
         self.unlabelled_edit.setToolTip(
             "Scans without masks (a folder of DICOM series, say) that train the student "
-            "through the distillation losses; needs TAPS or a trained teacher file"
+            "through the distillation losses (--unlabelled); needs TAPS or a trained teacher file"
         )
         self.unlabelled_edit.editingFinished.connect(self._update_plan)
-        form.addRow("Unlabelled scans", _with_button(self.unlabelled_edit, self._choose_unlabelled))
+        form.addRow(
+            "Scans without masks", _with_button(self.unlabelled_edit, self._choose_unlabelled)
+        )
         return group
 
     def _build_training_group(self) -> QGroupBox:
         group = QGroupBox("Training")
         form = QFormLayout(group)
-        self.preset_combo = QComboBox()
-        for name, label in PRESET_LABELS.items():
-            self.preset_combo.addItem(label, name)
+        self.preset_combo = _combo()
+        for name, words in PRESET_NAMES.items():
+            values = PRESETS[name]
+            self.preset_combo.addItem(f"{words} ({values.size} px, {values.epochs} epochs)", name)
+            self.preset_combo.setItemData(
+                self.preset_combo.count() - 1, _preset_tip(name), Qt.ItemDataRole.ToolTipRole
+            )
+        self.preset_combo.setToolTip("Fills the fields below; change any of them afterwards")
         self.preset_combo.currentIndexChanged.connect(lambda _: self.apply_preset())
         form.addRow("Preset", self.preset_combo)
         self.epochs_spin = _spin(1, 10_000)
+        self.epochs_spin.setToolTip("Passes over every training scan for the teacher (--epochs)")
         form.addRow("Epochs (teacher)", self.epochs_spin)
         self.student_epochs_spin = _spin(1, 10_000)
+        self.student_epochs_spin.setToolTip(
+            "Passes over every training scan for each student (--student-epochs)"
+        )
         form.addRow("Epochs (students)", self.student_epochs_spin)
         self.batch_spin = _spin(1, 1024)
-        form.addRow("Batch size", self.batch_spin)
+        self.batch_spin.setToolTip(
+            "Slices per training step (--batch-size); lower it when memory runs out"
+        )
+        form.addRow("Slices per step", self.batch_spin)
         self.learning_rate_spin = QDoubleSpinBox()
         self.learning_rate_spin.setDecimals(6)
         self.learning_rate_spin.setRange(1e-6, 1.0)
         self.learning_rate_spin.setSingleStep(1e-4)
+        self.learning_rate_spin.setToolTip("Adam's learning rate at the start (--learning-rate)")
         form.addRow("Learning rate", self.learning_rate_spin)
         self.size_spin = _spin(8, 1024)
         self.size_spin.setSuffix(" px")
-        form.addRow("Input size", self.size_spin)
+        self.size_spin.setToolTip(
+            "Each slice is resized to a square of this many pixels before the models see it "
+            "(--size)"
+        )
+        form.addRow("Image size", self.size_spin)
         self.width_spin = QDoubleSpinBox()
         self.width_spin.setRange(0.0, 4.0)
         self.width_spin.setSingleStep(0.25)
         self.width_spin.setDecimals(3)
-        form.addRow("Width", self.width_spin)
+        self.width_spin.setSuffix(" × full size")
+        form.addRow("Model size", self.width_spin)
         for spin in (self.epochs_spin, self.student_epochs_spin, self.batch_spin, self.size_spin):
             spin.valueChanged.connect(self._update_plan)
         self.learning_rate_spin.valueChanged.connect(self._update_plan)
         self.width_spin.valueChanged.connect(self._update_plan)
         return group
+
+    def _build_advanced_section(self) -> QWidget:
+        """Options the paper does not use, behind a button that shows them (hidden at first)."""
+        section = QWidget()
+        layout = QVBoxLayout(section)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.advanced_button = QToolButton()
+        self.advanced_button.setText("Advanced")
+        self.advanced_button.setCheckable(True)
+        self.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_button.setToolTip(
+            "Settings for scanners and coils the training scans do not show, and for learning "
+            "from scans without masks (all off by default, as in the paper)"
+        )
+        self.advanced_button.toggled.connect(self._show_advanced)
+        layout.addWidget(self.advanced_button)
+        self.advanced_box = QGroupBox()
+        form = QFormLayout(self.advanced_box)
+
+        self.pixel_mm_spin = QDoubleSpinBox()
+        self.pixel_mm_spin.setRange(0.0, 5.0)
+        self.pixel_mm_spin.setDecimals(2)
+        self.pixel_mm_spin.setSingleStep(0.1)
+        self.pixel_mm_spin.setSuffix(" mm")
+        self.pixel_mm_spin.setSpecialValueText("off: the whole slice")
+        self.pixel_mm_spin.setToolTip(
+            "--pixel-mm: the image is a square of image size x pixel size millimetres centred "
+            "on each slice (cropped or padded), so the gland has the same size in pixels "
+            "whatever the scanner's field of view. Off: the whole slice is resized, as in the "
+            "paper"
+        )
+        form.addRow("Fixed pixel size", self.pixel_mm_spin)
+
+        self.intensity_combo = _combo()
+        self.intensity_combo.addItem("over the whole scan (as in the paper)", None)
+        self.intensity_combo.addItem("even out a coil's brightness first", "local")
+        self.intensity_combo.setToolTip(
+            "--intensity: volume, the paper's z-score over the whole volume; local, each slice "
+            "divided by its local mean (10 mm Gaussian) first, which flattens a receive coil's "
+            "falloff (an endorectal coil's above all)"
+        )
+        form.addRow("Brightness", self.intensity_combo)
+
+        self.augment_combo = _combo()
+        self.augment_combo.addItem("standard", None)
+        self.augment_combo.addItem("standard, and mimic other scanners and coils", "scanner-shift")
+        self.augment_combo.setToolTip(
+            "--augment: standard, flips, rotation, zoom, gamma and noise (nnU-Net's 2D "
+            "defaults); scanner-shift, also coil-shaped intensity fields, blur and wider zoom "
+            "and contrast, for scanners and coils the training scans do not show"
+        )
+        form.addRow("Training variations", self.augment_combo)
+
+        self.teacher_labels_check = QCheckBox("Use the teacher's masks where scans have none")
+        self.teacher_labels_check.setToolTip(
+            "--teacher-labels: the scans without a mask train on the teacher's masks with the "
+            "segmentation loss, as if drawn by hand (the hard-label baseline); the ways of "
+            "learning checked above come on top (eq. 8, the teacher standing in for the "
+            "missing ground truth). A teacher file then runs once per scan ahead of training "
+            "(--precompute-teacher) and gives no features, so KMM is off"
+        )
+        self.teacher_labels_check.toggled.connect(self._on_teacher_labels_toggled)
+        form.addRow(self.teacher_labels_check)
+
+        self.logits_direction_combo = _combo()
+        self.logits_direction_combo.addItem("as in the paper", None)
+        self.logits_direction_combo.addItem(
+            "led by the teacher (for scans without masks)", "hinton"
+        )
+        self.logits_direction_combo.setToolTip(
+            "--logits-direction: LM's divergence. As in the paper, KL(student || teacher) (eq. "
+            "7); led by the teacher, Hinton's KL(teacher || student), which keeps learning "
+            "where no scan has a mask (the paper's can settle on background everywhere)"
+        )
+        form.addRow("Matching predictions", self.logits_direction_combo)
+
+        self.distill_only_label = QLabel(
+            "These two need a ready teacher: TAPS, or a trained teacher file with scans "
+            "without masks."
+        )
+        self.distill_only_label.setWordWrap(True)
+        form.addRow(self.distill_only_label)
+
+        self.pixel_mm_spin.valueChanged.connect(self._update_plan)
+        for combo in (self.intensity_combo, self.augment_combo, self.logits_direction_combo):
+            combo.currentIndexChanged.connect(self._update_plan)
+        self.advanced_box.setVisible(False)
+        layout.addWidget(self.advanced_box)
+        return section
+
+    def _show_advanced(self, shown: bool) -> None:
+        self.advanced_box.setVisible(shown)
+        self.tabs.widget(0).updateGeometry()  # the dock may need the section's width
+        arrow = Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
+        self.advanced_button.setArrowType(arrow)
 
     def _build_output_group(self) -> QGroupBox:
         group = QGroupBox("Output")
@@ -316,9 +464,12 @@ class DistillationPanel(QWidget):
         self.progress_bar.setRange(0, _PROGRESS_STEPS)
         self.progress_bar.setFormat("%p%")
         layout.addWidget(self.progress_bar)
-        self.status_label = QLabel("idle")
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label = WholeTextLabel("idle")
+        # an error is shown here whole: it wraps, and it can be selected and copied
+        self.status_label.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse
+            | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
         layout.addWidget(self.status_label)
         return controls
 
@@ -328,9 +479,9 @@ class DistillationPanel(QWidget):
         self.stage_label = QLabel("no run yet")
         self.stage_label.setWordWrap(True)
         layout.addWidget(self.stage_label)
-        self.device_label = QLabel("device: –")
+        self.device_label = QLabel("Runs on: –")
         layout.addWidget(self.device_label)
-        self.eta_label = QLabel("ETA: –")
+        self.eta_label = QLabel("Time left: –")
         layout.addWidget(self.eta_label)
         self.curves = TrainingCurves()
         layout.addWidget(self.curves)
@@ -414,8 +565,14 @@ class DistillationPanel(QWidget):
         """Offer the dropped folder while the field holds another."""
         current = self.dataset.root if self.dataset is not None else None
         self.dropped_button.setEnabled(root is not None and root != current)
+        # the folder's name only: a long path would widen the dock past a laptop's screen
         self.dropped_button.setText(
-            f"Use dropped folder ({root})" if root is not None else "Use dropped folder"
+            f"Use dropped folder ({root.name})" if root is not None else "Use dropped folder"
+        )
+        where = f" ({root})" if root is not None else ""
+        self.dropped_button.setToolTip(
+            f"The dataset root the newest layer was read from{where}; the field follows drops "
+            "until you type or choose a folder yourself"
         )
 
     def dropped_dataset_root(self) -> Path | None:
@@ -469,11 +626,21 @@ class DistillationPanel(QWidget):
         teacher = self.teacher_combo.currentData()
         self.teacher_file_row.setVisible(teacher is None)
         self.taps_label.setVisible(teacher == TAPS)
-        if teacher == TAPS:  # TAPS gives no features: the terms reading them go off
-            for name, check in self.loss_checks.items():
-                if terms.get(name).needs_teacher_features:
-                    check.setChecked(False)
+        self._switch_off_terms_needing_features()
         self._on_models_changed()
+
+    def _on_teacher_labels_toggled(self, *_: Any) -> None:
+        self._switch_off_terms_needing_features()
+        self._update_plan()
+
+    def _switch_off_terms_needing_features(self) -> None:
+        """A teacher giving its predictions only (TAPS, or a teacher file run ahead to give
+        its masks) has no features: the terms reading them go off."""
+        if not self._ready or not self.settings().predictions_only:
+            return
+        for name, check in self.loss_checks.items():
+            if terms.get(name).needs_teacher_features:
+                check.setChecked(False)
 
     def _on_models_changed(self, *_: Any) -> None:
         if not self._ready:
@@ -502,8 +669,15 @@ class DistillationPanel(QWidget):
         self.batch_spin.setValue(values.batch_size)
         self.learning_rate_spin.setValue(values.learning_rate)
         self.size_spin.setValue(values.size)
-        self.width_spin.setSpecialValueText(
-            f"preset (students {values.student_width:g}, teachers {values.teacher_width:g})"
+        students, teachers = (_width_words(w) for w in (values.student_width, values.teacher_width))
+        self.width_spin.setSpecialValueText("as the preset")
+        self.width_spin.setToolTip(
+            "Channel width multiplier of teacher and students (--width). As the preset: "
+            + (
+                f"{students} for both"
+                if students == teachers
+                else f"{students} students, {teachers} teachers"
+            )
         )
         self.width_spin.setValue(0.0)
         for spin, weight in zip(self.lambda_spins.values(), values.lambdas, strict=True):
@@ -515,7 +689,7 @@ class DistillationPanel(QWidget):
         teacher_file = self.teacher_file_edit.text().strip()
         library = self.library_edit.text().strip()
         unlabelled = self.unlabelled_edit.text().strip()
-        return DistillationSettings(
+        settings = DistillationSettings(
             dataset=self.dataset.root if self.dataset is not None else Path(),
             target=self.target_combo.currentText(),
             run_folder=Path(self.run_folder_edit.text().strip()).expanduser(),
@@ -533,6 +707,16 @@ class DistillationPanel(QWidget):
             width=self.width_spin.value() or None,
             library=Path(library).expanduser() if library else None,
             unlabelled=(Path(unlabelled).expanduser(),) if unlabelled else (),
+            pixel_mm=self.pixel_mm_spin.value() or None,
+            intensity=self.intensity_combo.currentData(),
+            augment=self.augment_combo.currentData(),
+        )
+        if not settings.single_student:
+            return settings  # the grid takes neither (the panel greys them out)
+        return dataclasses.replace(
+            settings,
+            teacher_labels=self.teacher_labels_check.isChecked(),
+            logits_direction=self.logits_direction_combo.currentData(),
         )
 
     def _update_plan(self, *_: Any) -> None:
@@ -548,6 +732,9 @@ class DistillationPanel(QWidget):
         if not self._ready:
             return
         settings = self.settings()
+        for widget in (self.teacher_labels_check, self.logits_direction_combo):
+            widget.setEnabled(settings.single_student)
+        self.distill_only_label.setVisible(not settings.single_student)
         checked = validate(settings, self.dataset)
         moved = ""
         if move_run_folder and not self.running and checked.free_run_folder is not None:
@@ -614,7 +801,8 @@ class DistillationPanel(QWidget):
         settings = self.settings()
         checked = validate(settings, self.dataset)
         if not checked.ok:
-            show_error("Cannot start: " + "; ".join(checked.errors))
+            self._set_status("Start waits: " + "; ".join(checked.errors), error=True, plan=True)
+            show_error("The distillation cannot start yet: the Distillation panel says why.")
             return
         # the same run folder resumes the earlier job: its trainings keep their curves
         resuming = self.job is not None and self.job.run_folder == settings.run_folder
@@ -686,13 +874,15 @@ class DistillationPanel(QWidget):
         progress = self.progress
         self.stage_label.setText(progress.stage)
         if progress.device is not None:
-            self.device_label.setText(f"device: {progress.device}")
+            self.device_label.setText(f"Runs on: {runs_on(progress.device)}")
+            self.device_label.setToolTip(f"Training device: {progress.device}")
         self.progress_bar.setValue(round(progress.fraction * _PROGRESS_STEPS))
         overall = progress.overall_eta_s()
         stage = progress.stage_eta_s
-        text = f"ETA: {format_seconds(overall)}" if progress.fraction < 1 else "ETA: finishing"
-        if stage is not None and progress.fraction < 1:
-            text += f" (this training: {format_seconds(stage)})"
+        finishing = progress.fraction >= 1
+        text = "Time left: finishing" if finishing else f"Time left: {format_seconds(overall)}"
+        if stage is not None and not finishing:
+            text += f" (this model: {format_seconds(stage)})"
         self.eta_label.setText(text)
         self.curves.show_curves(progress.curves)
         self._show_results()
@@ -724,15 +914,16 @@ class DistillationPanel(QWidget):
         self._update_plan()
         if outcome.status is JobStatus.FINISHED:
             self.progress_bar.setValue(_PROGRESS_STEPS)
-            self.eta_label.setText("ETA: done")
+            self.eta_label.setText("Done")
             self._set_status(f"finished: results in {job.run_folder}")
             show_info(f"Distillation finished: {len(self.progress.exported)} student(s) exported")
         elif outcome.status is JobStatus.CANCELLED:
             self._set_status("cancelled — Start resumes from the last checkpoint")
         else:
-            tail = "\n".join(outcome.log_tail[-8:])
-            self._set_status(f"{outcome.message}\nlog: {job.log_path}", error=True)
-            show_error(f"Distillation {outcome.message}\n{tail}")
+            # the whole reason in the panel, where it wraps and can be copied; the
+            # notification (one line in napari) only says where to read it
+            self._set_status(f"{failure_text(outcome)}\nThe whole log: {job.log_path}", error=True)
+            show_error("The distillation stopped with an error: the Distillation panel says why.")
 
     def _set_status(self, text: str, error: bool = False, plan: bool = False) -> None:
         """Show ``text``; ``plan`` marks it as about the settings, replaced once they change
@@ -740,6 +931,71 @@ class DistillationPanel(QWidget):
         self._status_from_plan = plan
         self.status_label.setText(text)
         self.status_label.setStyleSheet(f"color: {_ERROR_COLOUR};" if error else "")
+
+
+class WholeTextLabel(QLabel):
+    """A wrapping label that asks for the height of all its lines at its width.
+
+    Under the scrolling pages nothing scrolls: a long status (an error above all) would be
+    cut at the dock's bottom edge where a plain label asks for one line only.
+    """
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__(text)
+        self.setWordWrap(True)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        return QSize(hint.width(), max(hint.height(), self.heightForWidth(self.width())))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self.updateGeometry()  # another width, another number of lines
+
+
+def failure_text(outcome: JobOutcome) -> str:
+    """Why a job failed or crashed, whole, in a sentence (the child's own error line without
+    the command's name)."""
+    if outcome.status is JobStatus.FAILED:
+        # without an error line of its own, the message ends with the exception's line
+        reason = outcome.error_line or outcome.message.partition(": ")[2]
+        return f"The training stopped with an error: {_COMMAND_PREFIX.sub('', reason)}"
+    return f"The training {outcome.message}."
+
+
+def runs_on(device: str) -> str:
+    """Where training runs, in words: ``cpu`` is this computer's processor, a GPU's name the
+    graphics card."""
+    return "this computer's processor" if device == "cpu" else f"the graphics card ({device})"
+
+
+def _width_words(width: float) -> str:
+    return _WIDTH_WORDS.get(width, f"{width:g} × full-size")
+
+
+def _preset_tip(name: str) -> str:
+    """What preset ``name`` sets, with the paper's names for the loss weights."""
+    values = PRESETS[name]
+    weights = ", ".join(
+        f"{spec.short_name} {weight:g}"
+        for spec, weight in zip(terms.registered(), values.lambdas, strict=True)
+    )
+    return (
+        f"--preset {name}: {values.size} px, {values.epochs} epochs, batch "
+        f"{values.batch_size}, learning rate {values.learning_rate:g}, "
+        f"{_width_words(values.student_width)} students and "
+        f"{_width_words(values.teacher_width)} teachers, loss weights {weights}. "
+        f"{PRESET_USES[name]}"
+    )
+
+
+def _combo() -> QComboBox:
+    """A combo box whose longest choice does not widen the dock (it is elided instead)."""
+    combo = QComboBox()
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(16)
+    return combo
 
 
 def _spin(low: int, high: int) -> QSpinBox:
@@ -767,14 +1023,6 @@ def _append(view: QPlainTextEdit, lines: list[str]) -> None:
 def _scroll_to_end(view: QPlainTextEdit) -> None:
     bar = view.verticalScrollBar()
     bar.setValue(bar.maximum())
-
-
-def _scrolling(page: QWidget) -> QScrollArea:
-    """``page`` in a vertical scroll area: its height no longer sets the dock's minimum."""
-    scroll = QScrollArea()
-    scroll.setWidgetResizable(True)
-    scroll.setWidget(page)
-    return scroll
 
 
 def _with_button(edit: QLineEdit, choose: Any) -> QWidget:

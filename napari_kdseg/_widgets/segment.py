@@ -3,8 +3,9 @@
 Thin Qt glue over Qt-free code: models come from :mod:`napari_kdseg.library`, inference from
 :mod:`napari_kdseg.inference` (ONNX Runtime), scores from
 :mod:`napari_kdseg.evaluation.slices`, saving from :mod:`napari_kdseg._writer`. Inference and
-scoring run in napari thread workers so the viewer stays responsive; failures become napari
-notifications and never take the viewer down. Never imports TensorFlow.
+scoring run in napari thread workers so the viewer stays responsive; a failure is shown whole
+in the panel (a short napari notification points there) and never takes the viewer down.
+Never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -64,6 +65,7 @@ _COLOUR_NAMES = {TRUTH_COLOUR: "red", PREDICTION_COLOUR: "green"}
 CONTOUR_PIXELS = 2
 PREDICTION_SUFFIX = " prediction"
 _SORT_ROLE = Qt.ItemDataRole.UserRole
+_ERROR_COLOUR = "#ff6b6b"
 
 
 # --------------------------------------------------------------------------- Qt-free helpers
@@ -161,14 +163,21 @@ VERDICT_BADGES = {
 UNCERTAINTY_COLUMNS = ("slice", "uncertainty")
 
 
-def format_quality(report: QualityReport) -> str:
-    """The reasons, one per line, and the least certain slices, in a clinician's words."""
+def quality_lines(report: QualityReport) -> list[str]:
+    """The reasons, and the least certain slices, in a clinician's words: one label each."""
     lines = [f"• {reason}" for reason in report.reasons] or ["Nothing unusual was found."]
     if report.worst_slices:
         lines.append("Least certain slices: " + ", ".join(map(str, report.worst_slices)))
     if not report.scan.known:
         lines.append("How this scan compares with the training scans is unknown (older model).")
-    return "\n".join(lines)
+    return lines
+
+
+def runs_on(runtime: str) -> str:
+    """Where a model runs, in words, from its runtime's description."""
+    from napari_kdseg.inference.onnx_runtime import CUDA
+
+    return "the graphics card" if CUDA in runtime else "this computer's processor"
 
 
 def format_seconds(seconds: dict[str, float]) -> str:
@@ -245,6 +254,30 @@ class _NumericItem(QTableWidgetItem):
 # --------------------------------------------------------------------------- the panel
 
 
+class VerticalScrollArea(QScrollArea):
+    """``page`` scrolling down only, never sideways: the area is as wide as the page needs,
+    so a dock holding it cannot be made narrower than its content and cut it at the right.
+
+    A page taller than the screen no longer sets the dock's height, so the panels fit a
+    laptop's screen (1280 x 800) docked together.
+    """
+
+    def __init__(self, page: QWidget) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(page)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        width = (
+            self.widget().minimumSizeHint().width()
+            + self.verticalScrollBar().sizeHint().width()
+            + 2 * self.frameWidth()
+        )
+        return QSize(max(hint.width(), width), hint.height())
+
+
 class SegmentationPanel(QWidget):
     """Pick a model and a scan, segment it, compare a prediction with the ground truth."""
 
@@ -264,13 +297,11 @@ class SegmentationPanel(QWidget):
         layout.addWidget(self._build_segment_group())
         layout.addWidget(self._build_compare_group())
         layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(body)
+        self.scroll = VerticalScrollArea(body)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(self.scroll)
 
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
@@ -284,7 +315,12 @@ class SegmentationPanel(QWidget):
 
     def _build_segment_group(self) -> QGroupBox:
         group = QGroupBox("Segment")
-        form = QFormLayout(group)
+        # The choices in a form; what follows Segment under it across the group's width, in
+        # a box layout, which gives wrapped text the height it needs (a form gave the
+        # verdict's reasons one line each once they changed).
+        layout = QVBoxLayout(group)
+        form = QFormLayout()
+        layout.addLayout(form)
 
         self.model_combo = QComboBox()
         self.model_combo.setToolTip(f"ONNX students in the model library ({library_dir()})")
@@ -308,24 +344,39 @@ class SegmentationPanel(QWidget):
         form.addRow("Image", self.image_combo)
 
         self.tta_check = QCheckBox("Average over in-plane flips (3x slower)")
+        self.tta_check.setToolTip(
+            "Test-time augmentation: the slices are also segmented flipped, and the "
+            "predictions averaged"
+        )
         form.addRow("", self.tta_check)
 
         self.segment_button = QPushButton("Segment")
         self.segment_button.clicked.connect(self.segment)
-        form.addRow(self.segment_button)
+        layout.addWidget(self.segment_button)
+
+        self.segment_problem_label = _problem_label()
+        layout.addWidget(self.segment_problem_label)
 
         self.timing_label = QLabel()
         self.timing_label.setWordWrap(True)
-        form.addRow(self.timing_label)
+        layout.addWidget(self.timing_label)
 
+        # The badge on its own line and every reason under it, each wrapping across the
+        # panel's whole width: beside the badge, the reasons were clipped.
         self.verdict_badge = QLabel()
         self.verdict_badge.setToolTip(
             "How far to trust this segmentation: OK, CHECK (look at it) or UNRELIABLE"
         )
         self.verdict_badge.setVisible(False)
-        self.quality_label = QLabel()
-        self.quality_label.setWordWrap(True)
-        form.addRow(self.verdict_badge, self.quality_label)
+        badge_row = QHBoxLayout()
+        badge_row.addWidget(self.verdict_badge)
+        badge_row.addStretch(1)
+        layout.addLayout(badge_row)
+        self.reasons_box = QWidget()
+        self.reasons_layout = QVBoxLayout(self.reasons_box)
+        self.reasons_layout.setContentsMargins(0, 0, 0, 0)
+        self.reason_labels: list[QLabel] = []
+        layout.addWidget(self.reasons_box)
         return group
 
     def _build_compare_group(self) -> QGroupBox:
@@ -351,8 +402,16 @@ class SegmentationPanel(QWidget):
             buttons.addWidget(button)
         layout.addLayout(buttons)
 
+        self.compare_problem_label = _problem_label()
+        layout.addWidget(self.compare_problem_label)
+
         self.volume_label = QLabel()
         self.volume_label.setWordWrap(True)
+        self.volume_label.setToolTip(
+            "Dice: overlap of prediction and ground truth (1 is perfect). HD95: the 95th "
+            "percentile of the distances between their borders. ASD: the average distance "
+            "between their borders"
+        )
         layout.addWidget(self.volume_label)
 
         self.table = QTableWidget(0, len(SLICE_COLUMNS))
@@ -444,6 +503,7 @@ class SegmentationPanel(QWidget):
 
     def segment(self) -> None:
         """Segment the chosen image layer with the chosen model in a worker thread."""
+        self._clear_problem(self.segment_problem_label)
         try:
             entry = self.selected_model()
             if entry is None:
@@ -453,7 +513,7 @@ class SegmentationPanel(QWidget):
             image = self._layer(self.image_combo, Image, "an image layer")
             scan = volume_from_layer(image)
         except Exception as error:
-            show_error(f"Cannot segment: {error}")
+            self._report_problem(self.segment_problem_label, "Cannot segment", error)
             return
         cached = self._models.get(_file_key(entry.path))
         self.segment_button.setEnabled(False)
@@ -470,7 +530,11 @@ class SegmentationPanel(QWidget):
         worker.returned.connect(
             lambda outcome: self._add_prediction(image, scan, entry.path, outcome)
         )
-        worker.errored.connect(lambda error: self._failed("Segmentation failed", error))
+        worker.errored.connect(
+            lambda error: self._failed(
+                self.timing_label, self.segment_problem_label, "Segmentation failed", error
+            )
+        )
         worker.finished.connect(lambda: self.segment_button.setEnabled(True))
         self._start(worker)
 
@@ -492,14 +556,17 @@ class SegmentationPanel(QWidget):
                 name=name,
                 scale=image.scale,
                 translate=image.translate,
+                units=image.units,  # the scan's (mm from the reader): one scale bar for both
                 metadata=metadata,
                 opacity=0.5,
             )
         warnings = "".join(f"\n⚠ {warning}" for warning in outcome.warnings)
+        total = sum(outcome.seconds.values())
         self.timing_label.setText(
-            f"{layer.name}: {int(outcome.labels.sum())} voxels · {format_seconds(outcome.seconds)}"
-            f"\n{outcome.runtime}{warnings}"
+            f"{layer.name}: {int(outcome.labels.sum())} voxels, segmented in {total:.2f} s"
+            f"\nRuns on: {runs_on(outcome.runtime)}{warnings}"
         )
+        self.timing_label.setToolTip(f"{format_seconds(outcome.seconds)}\n{outcome.runtime}")
         for warning in outcome.warnings:
             show_warning(warning)
         self.volume_label.setText("")  # an earlier comparison's scores are not this one's
@@ -515,9 +582,12 @@ class SegmentationPanel(QWidget):
         """The verdict badge and reasons; the slice table lists the slices by uncertainty
         (least certain first) until a comparison with the truth replaces it."""
         self.quality = report
+        for label in self.reason_labels:
+            self.reasons_layout.removeWidget(label)
+            label.deleteLater()
+        self.reason_labels = []
         if report is None:
             self.verdict_badge.setVisible(False)
-            self.quality_label.setText("")
             return
         text, colour = VERDICT_BADGES[report.verdict]
         self.verdict_badge.setText(f" {text} ")
@@ -525,7 +595,12 @@ class SegmentationPanel(QWidget):
             f"background-color: {colour}; color: white; font-weight: bold; border-radius: 3px"
         )
         self.verdict_badge.setVisible(True)
-        self.quality_label.setText(format_quality(report))
+        for line in quality_lines(report):
+            label = QLabel(line)
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.reasons_layout.addWidget(label)
+            self.reason_labels.append(label)
         layer.metadata.setdefault("kdseg", {})["quality"] = report.to_json()
         if report.slice_axis == "scan":
             self.comparison = None
@@ -559,10 +634,12 @@ class SegmentationPanel(QWidget):
 
     def compare(self) -> None:
         """Show truth and prediction as contours and score them in a worker thread."""
+        self._clear_problem(self.compare_problem_label)
         try:
             truth = self._layer(self.truth_combo, Labels, "a ground-truth labels layer")
             prediction = self._layer(self.prediction_combo, Labels, "a prediction labels layer")
-            if truth is prediction:
+            # by name (unique in a viewer): napari hands plugins a new proxy per look-up
+            if truth.name == prediction.name:
                 raise ValueError("ground truth and prediction are the same layer")
             truth_data, prediction_data = np.asarray(truth.data), np.asarray(prediction.data)
             if truth_data.shape != prediction_data.shape:
@@ -571,7 +648,7 @@ class SegmentationPanel(QWidget):
                     f"{prediction_data.shape} differ in shape"
                 )
         except Exception as error:
-            show_error(f"Cannot compare: {error}")
+            self._report_problem(self.compare_problem_label, "Cannot compare", error)
             return
         show_as_contour(truth, TRUTH_COLOUR)
         show_as_contour(prediction, PREDICTION_COLOUR)
@@ -587,7 +664,11 @@ class SegmentationPanel(QWidget):
             _ignore_errors=True,
         )
         worker.returned.connect(lambda result: self._show_comparison(result, prediction))
-        worker.errored.connect(lambda error: self._failed("Comparison failed", error))
+        worker.errored.connect(
+            lambda error: self._failed(
+                self.volume_label, self.compare_problem_label, "Comparison failed", error
+            )
+        )
         worker.finished.connect(lambda: self.compare_button.setEnabled(True))
         self._start(worker)
 
@@ -655,10 +736,11 @@ class SegmentationPanel(QWidget):
     # ------------------------------------------------------------------ saving
 
     def _save_with_dialog(self) -> None:
+        self._clear_problem(self.compare_problem_label)
         try:
             layer = self._layer(self.prediction_combo, Labels, "a prediction labels layer")
         except ValueError as error:
-            show_error(f"Cannot save: {error}")
+            self._report_problem(self.compare_problem_label, "Cannot save", error)
             return
         path, _ = QFileDialog.getSaveFileName(
             self, "Save prediction", str(default_save_path(layer)), "NIfTI (*.nii.gz *.nii)"
@@ -668,13 +750,14 @@ class SegmentationPanel(QWidget):
 
     def save_prediction(self, path: str | Path, layer: Labels | None = None) -> list[str]:
         """Write ``layer`` (default: the chosen prediction) as NIfTI in its scan's geometry."""
+        self._clear_problem(self.compare_problem_label)
         try:
             if layer is None:
                 layer = self._layer(self.prediction_combo, Labels, "a prediction labels layer")
             data, attributes, _ = layer.as_layer_data_tuple()
             written = write_labels(str(path), data, attributes)
         except Exception as error:
-            show_error(f"Cannot save the prediction: {error}")
+            self._report_problem(self.compare_problem_label, "Cannot save the prediction", error)
             return []
         show_info(f"Saved {layer.name} to {written[0]}")
         return written
@@ -687,13 +770,39 @@ class SegmentationPanel(QWidget):
         worker.finished.connect(lambda: self._workers.remove(worker))
         worker.start()
 
-    def _failed(self, what: str, error: BaseException) -> None:
-        show_error(f"{what}: {error}")
+    def _report_problem(self, label: QLabel, what: str, error: BaseException) -> None:
+        """``what`` went wrong: the whole reason in ``label`` (napari's notification shows one
+        line, cut), a short notification that points there."""
+        label.setText(f"{what}: {error}")
+        label.setVisible(True)
+        show_error(f"{what}: the reason is in the Segmentation panel.")
+
+    def _failed(self, busy_label: QLabel, label: QLabel, what: str, error: BaseException) -> None:
+        """A worker failed: its "…ing" line goes, the reason shows."""
+        busy_label.setText("")
+        self._report_problem(label, what, error)
+
+    def _clear_problem(self, label: QLabel) -> None:
+        label.setText("")
+        label.setVisible(False)
 
     @property
     def busy(self) -> bool:
         """Whether a segmentation or comparison is still running."""
         return bool(self._workers)
+
+
+def _problem_label() -> QLabel:
+    """Where a failure is told whole: wrapping, selectable, hidden until there is one."""
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(
+        Qt.TextInteractionFlag.TextSelectableByMouse
+        | Qt.TextInteractionFlag.TextSelectableByKeyboard
+    )
+    label.setStyleSheet(f"color: {_ERROR_COLOUR};")
+    label.setVisible(False)
+    return label
 
 
 def show_as_contour(layer: Labels, colour: str) -> None:

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from napari_kdseg.architectures import DISPLAY_NAMES, STUDENTS, TEACHERS
+from napari_kdseg.data.augment import AUGMENTATIONS
 from napari_kdseg.data.datasets import Dataset
+from napari_kdseg.data.preprocess import INTENSITY_NORMALISATIONS
 from napari_kdseg.distillation import terms
 from napari_kdseg.experiments import pinning
 from napari_kdseg.jobs.child import python_command
@@ -51,6 +53,18 @@ _SETTING_WORDS = {
     "augment": "augmentation",
     "teacher_files": "teacher file",
 }
+#: The paper's distillation terms in the words the panel shows (their short names, LM, KMM
+#: and AAM, go in its tooltips); a term registered later is named by its short name.
+LOSS_WORDS = {
+    "logits": "Match the teacher's predictions",
+    "kernel_matrix": "Match the teacher's inner features",
+    "affinity": "Match the teacher's pixel neighbours",
+}
+
+
+def loss_words(name: str) -> str:
+    """How the panel names the distillation term ``name``."""
+    return LOSS_WORDS.get(name) or terms.get(name).short_name
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,11 @@ class DistillationSettings:
     students, as the CPU preset has it). ``teacher_file`` replaces training the teacher.
     ``lambdas`` has one weight per registered distillation term, in registration order (that
     of ``--lambdas``), ``None`` for the preset's; ``losses`` defaults to the paper's terms.
+
+    ``pixel_mm``, ``intensity`` and ``augment`` are ``--pixel-mm``, ``--intensity`` and
+    ``--augment`` (``None``: the command's default, as the paper). ``teacher_labels`` and
+    ``logits_direction`` (``--teacher-labels``, ``--logits-direction``) exist for the one
+    ``kdseg distill`` of a run from TAPS or with scans without masks only.
     """
 
     dataset: Path
@@ -127,6 +146,11 @@ class DistillationSettings:
     library: Path | None = None
     cache_dir: Path | None = None
     unlabelled: tuple[Path, ...] = ()
+    pixel_mm: float | None = None
+    intensity: str | None = None
+    augment: str | None = None
+    teacher_labels: bool = False
+    logits_direction: str | None = None
 
     @property
     def preset_values(self) -> PresetValues:
@@ -141,6 +165,18 @@ class DistillationSettings:
         """Whether the run is one ``kdseg distill`` (TAPS, or unlabelled scans) rather than
         the ``kdseg loso`` grid."""
         return self.from_taps or bool(self.unlabelled)
+
+    @property
+    def precompute_teacher(self) -> bool:
+        """Whether a teacher file runs once per scan ahead of training: learning from its
+        masks needs them computed ahead (TAPS always is)."""
+        return self.teacher_labels and self.teacher_file is not None and self.single_student
+
+    @property
+    def predictions_only(self) -> bool:
+        """Whether the teacher gives its predictions only, no features (TAPS, or a teacher
+        file computed ahead)."""
+        return self.from_taps or self.precompute_teacher
 
 
 @dataclass(frozen=True)
@@ -205,9 +241,16 @@ def distill_argv(settings: DistillationSettings) -> list[str]:
     )
     if settings.unlabelled:
         argv += ["--unlabelled", *(str(folder) for folder in settings.unlabelled)]
-    argv += ["--losses", *settings.losses]
-    if settings.lambdas is not None:
-        argv += ["--lambdas", *(f"{weight:g}" for weight in settings.lambdas)]
+    if settings.teacher_labels:
+        argv.append("--teacher-labels")
+    if settings.precompute_teacher:
+        argv.append("--precompute-teacher")
+    # --losses takes one or more; with none, the teacher's masks alone train (and there is
+    # nothing for --lambdas to weigh)
+    if settings.losses:
+        argv += ["--losses", *settings.losses]
+        if settings.lambdas is not None:
+            argv += ["--lambdas", *(f"{weight:g}" for weight in settings.lambdas)]
     options = {
         # one training: the student's
         "--epochs": settings.student_epochs or settings.epochs,
@@ -215,6 +258,8 @@ def distill_argv(settings: DistillationSettings) -> list[str]:
         "--learning-rate": settings.learning_rate,
         "--size": settings.size,
         "--width": settings.width,
+        "--logits-direction": settings.logits_direction,
+        **_preprocessing_options(settings),
         "--export-to": settings.library,
         "--cache-dir": settings.cache_dir,
     }
@@ -253,10 +298,20 @@ def loso_argv(settings: DistillationSettings) -> list[str]:
         "--learning-rate": settings.learning_rate,
         "--size": settings.size,
         "--width": settings.width,
+        **_preprocessing_options(settings),
         "--export-to": settings.library,
         "--cache-dir": settings.cache_dir,
     }
     return argv + _options_argv(options)
+
+
+def _preprocessing_options(settings: DistillationSettings) -> dict[str, object]:
+    """The options both commands take for how scans are prepared and varied in training."""
+    return {
+        "--pixel-mm": settings.pixel_mm,
+        "--intensity": settings.intensity,
+        "--augment": settings.augment,
+    }
 
 
 def _options_argv(options: dict[str, object]) -> list[str]:
@@ -382,16 +437,6 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
             )
     elif settings.from_taps:
         notes.append(f"the teacher is TAPS: {TAPS_PROVENANCE}")
-        needing = [
-            terms.get(name).short_name
-            for name in settings.losses
-            if name in terms.names() and terms.get(name).needs_teacher_features
-        ]
-        if needing:
-            errors.append(
-                f"switch {' and '.join(needing)} off: it needs the teacher's features, and "
-                "TAPS gives its predictions only"
-            )
     elif settings.teacher not in TEACHERS:
         errors.append(f"unknown teacher {settings.teacher!r}; choose {', '.join(TEACHERS)}")
     elif settings.unlabelled:
@@ -409,6 +454,9 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
             + ", then exported to the model library; score it on the target with the "
             "Segmentation panel or kdseg evaluate"
         )
+    errors += _single_student_errors(settings)
+    notes += _teacher_labels_notes(settings)
+    errors += _preprocessing_errors(settings)
     if settings.student not in STUDENTS:
         errors.append(f"unknown student {settings.student!r}; choose {', '.join(STUDENTS)}")
     if settings.preset not in PRESETS:
@@ -432,12 +480,12 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
         for spec, weight in zip(specs, lambdas, strict=True):
             if weight < 0 or (spec.name in settings.losses and weight == 0):
                 errors.append(
-                    f"the weight of {spec.short_name} must be above 0 while the loss is on "
-                    f"(got {weight:g}); switch the loss off instead"
+                    f"the weight of “{loss_words(spec.name)}” must be above 0 while it is on "
+                    f"(got {weight:g}); switch it off instead"
                 )
-    if not settings.losses:
+    if not settings.losses and not settings.single_student:
         notes.append(
-            "no distillation loss is on: only the student without distillation (w/o) is "
+            "no way of learning from the teacher is on: only the student trained alone is "
             "trained and scored, besides the teacher"
         )
     other_settings: list[str] = []
@@ -460,6 +508,83 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
                 "resumes it and skips the finished models"
             )
     return Validation(errors, notes, other_settings, free)
+
+
+def _single_student_errors(settings: DistillationSettings) -> list[str]:
+    """What a run's teacher or kind does not allow: features from a teacher that gives its
+    predictions only, and the options of the one ``kdseg distill`` on a ``loso`` run."""
+    errors: list[str] = []
+    if settings.predictions_only:
+        needing = [
+            f"“{loss_words(name)}”"
+            for name in settings.losses
+            if name in terms.names() and terms.get(name).needs_teacher_features
+        ]
+        who = (
+            "TAPS gives its predictions only"
+            if settings.from_taps
+            else "a teacher file run ahead of training (to learn from its masks) gives its "
+            "predictions only"
+        )
+        if needing:
+            errors.append(
+                f"switch off {' and '.join(needing)}: it needs the teacher's features, and {who}"
+            )
+    if settings.single_student:
+        if not settings.losses and not settings.teacher_labels:
+            errors.append(
+                "switch on a way of learning from the teacher, or learning from the teacher's "
+                "masks (under Advanced)"
+            )
+    else:
+        only_distill = [
+            words
+            for given, words in (
+                (settings.teacher_labels, "learning from the teacher's masks"),
+                (settings.logits_direction is not None, "the direction of prediction matching"),
+            )
+            if given
+        ]
+        if only_distill:
+            errors.append(
+                f"{' and '.join(only_distill)} need a ready teacher (TAPS, or a trained teacher "
+                "file with scans without masks): a teacher trained in this run sees scans with "
+                "masks only"
+            )
+    if (
+        settings.logits_direction is not None
+        and settings.logits_direction not in terms.LOGITS_DIRECTIONS
+    ):
+        errors.append(
+            f"unknown direction of prediction matching {settings.logits_direction!r}; choose "
+            f"{', '.join(terms.LOGITS_DIRECTIONS)}"
+        )
+    return errors
+
+
+def _teacher_labels_notes(settings: DistillationSettings) -> list[str]:
+    if not (settings.teacher_labels and settings.single_student):
+        return []
+    notes = ["scans without a mask learn from the teacher's masks as if they were drawn"]
+    if settings.precompute_teacher:
+        notes.append("the teacher file runs once per scan before training, to give its masks")
+    return notes
+
+
+def _preprocessing_errors(settings: DistillationSettings) -> list[str]:
+    errors: list[str] = []
+    if settings.pixel_mm is not None and not settings.pixel_mm > 0:
+        errors.append(f"the pixel size must be above 0 mm (got {settings.pixel_mm:g})")
+    if settings.intensity is not None and settings.intensity not in INTENSITY_NORMALISATIONS:
+        errors.append(
+            f"unknown brightness normalisation {settings.intensity!r}; choose "
+            f"{', '.join(INTENSITY_NORMALISATIONS)}"
+        )
+    if settings.augment is not None and settings.augment not in AUGMENTATIONS:
+        errors.append(
+            f"unknown augmentation {settings.augment!r}; choose {', '.join(AUGMENTATIONS)}"
+        )
+    return errors
 
 
 def pinned_settings(settings: DistillationSettings) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def test_the_planner_follows_the_registry(toy: TermSpec, tmp_path: Path) -> None
     argv = loso_argv(dataclasses.replace(settings, lambdas=(0.2, 0.9, 0.9, 0.5)))
     assert argv[argv.index("--lambdas") + 1 :][:4] == ["0.2", "0.9", "0.9", "0.5"]
     toy_off = dataclasses.replace(settings, losses=("toy",), lambdas=(0.2, 0.9, 0.9, 0.0))
-    assert "the weight of TOY must be above 0" in " ".join(validate(toy_off, None).errors)
+    assert "the weight of “TOY” must be above 0" in " ".join(validate(toy_off, None).errors)
     three = dataclasses.replace(settings, lambdas=(0.2, 0.9, 0.9))
     assert "give one weight per loss (LM, KMM, AAM, TOY)" in validate(three, None).errors
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,12 +23,32 @@ from typing import Any
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QScrollArea
+from qtpy.QtWidgets import (
+    QAbstractButton,
+    QComboBox,
+    QDoubleSpinBox,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QScrollArea,
+    QSpinBox,
+    QTableWidget,
+    QTabWidget,
+    QWidget,
+)
 
-from napari_kdseg._widgets.distill import DistillationPanel
+from napari_kdseg._widgets.distill import DistillationPanel, failure_text, runs_on
 from napari_kdseg.data.phantom import generate_phantom
-from napari_kdseg.jobs.child import JobStatus, parse_line
+from napari_kdseg.jobs.child import JobOutcome, JobStatus, parse_line
 from napari_kdseg.jobs.plan import job_argv, pinned_settings
+
+#: Words of the paper and of the code a clinician should not meet in a label (tooltips keep
+#: them): the loss names, lambda, the presets' and ONNX Runtime's names.
+JARGON = re.compile(
+    r"\b(LM|KMM|AAM|lambda|ExecutionProvider|CPUExecutionProvider|onnxruntime|device)\b"
+    r"|\bw/o?(?!\w)|λ|preset \(students",
+    re.IGNORECASE,
+)
 
 SHOTS = Path("/tmp/shots_distill")
 #: A whole run (three trainings, scoring, two ONNX exports) took 2 min 10 s on 2 busy cores.
@@ -82,6 +103,29 @@ def errors_since(start: int) -> list[str]:
         for record in notification_manager.records[start:]
         if record.severity == NotificationSeverity.ERROR
     ]
+
+
+def visible_words(root: QWidget) -> list[str]:
+    """Every text a user reads in ``root`` without hovering: labels, buttons, check boxes,
+    group titles, tab names, combo choices, spin box texts, placeholders, table headers."""
+    texts: list[str] = []
+    for widget in [root, *root.findChildren(QWidget)]:
+        if isinstance(widget, QLabel | QAbstractButton):
+            texts.append(widget.text())
+        elif isinstance(widget, QGroupBox):
+            texts.append(widget.title())
+        elif isinstance(widget, QTabWidget):
+            texts += [widget.tabText(index) for index in range(widget.count())]
+        elif isinstance(widget, QComboBox):
+            texts += [widget.itemText(index) for index in range(widget.count())]
+        elif isinstance(widget, QSpinBox | QDoubleSpinBox):
+            texts += [widget.prefix(), widget.suffix(), widget.specialValueText()]
+        elif isinstance(widget, QLineEdit):
+            texts.append(widget.placeholderText())
+        elif isinstance(widget, QTableWidget):
+            headers = (widget.horizontalHeaderItem(c) for c in range(widget.columnCount()))
+            texts += [header.text() for header in headers if header is not None]
+    return [text for text in texts if text]
 
 
 def process_gone(pid: int) -> bool:
@@ -182,7 +226,8 @@ def test_the_dataset_field_follows_the_newest_drop_until_the_user_types_a_path(
     panel.viewer.open(str(other / "E"), plugin="napari-kdseg")
     assert panel.dataset_edit.text() == str(phantom)
     assert panel.dropped_button.isEnabled()
-    assert str(other) in panel.dropped_button.text()
+    assert other.name in panel.dropped_button.text()
+    assert str(other) in panel.dropped_button.toolTip()
     qtbot.mouseClick(panel.dropped_button, Qt.MouseButton.LeftButton)
     assert panel.dataset_edit.text() == str(other)
     # taking the dropped folder follows drops again
@@ -209,6 +254,138 @@ def test_start_cancel_progress_and_status_stay_in_view_on_a_laptop_screen(
         assert isinstance(panel.tabs.widget(page), QScrollArea)
 
 
+def test_the_labels_speak_plainly_and_the_tooltips_keep_the_papers_terms(
+    panel: DistillationPanel,
+) -> None:
+    panel.advanced_button.setChecked(True)
+    for preset in range(panel.preset_combo.count()):
+        panel.preset_combo.setCurrentIndex(preset)
+        words = visible_words(panel)
+        assert words, "the panel shows some text"
+        jargon = [text for text in words if JARGON.search(text)]
+        assert jargon == [], jargon
+    assert panel.width_spin.text() == "as the preset"
+    assert panel.width_spin.toolTip().endswith("As the preset: full-size for both")  # paper's
+    panel.preset_combo.setCurrentIndex(panel.preset_combo.findData("cpu"))
+    for name, short in (("logits", "LM"), ("kernel_matrix", "KMM"), ("affinity", "AAM")):
+        assert panel.loss_checks[name].toolTip().startswith(short)
+        assert panel.lambda_spins[name].toolTip().startswith(f"λ of {short}")
+    assert "quarter-size teachers" in panel.width_spin.toolTip()
+    advanced = {
+        panel.pixel_mm_spin: "--pixel-mm",
+        panel.intensity_combo: "--intensity",
+        panel.augment_combo: "--augment",
+        panel.teacher_labels_check: "--teacher-labels",
+        panel.logits_direction_combo: "--logits-direction",
+    }
+    for widget, option in advanced.items():
+        assert widget.toolTip().startswith(option)
+
+
+def test_the_advanced_options_are_folded_away_and_reach_the_command(
+    panel: DistillationPanel, qtbot: Any, tmp_path: Path
+) -> None:
+    configure(panel, tmp_path / "run")
+    assert not panel.advanced_box.isVisibleTo(panel)
+    qtbot.mouseClick(panel.advanced_button, Qt.MouseButton.LeftButton)
+    assert panel.advanced_box.isVisibleTo(panel)
+    argv = job_argv(panel.settings())
+    for option in ("--pixel-mm", "--intensity", "--augment", "--teacher-labels"):
+        assert option not in argv  # off by default, as in the paper
+
+    # the grid takes the scan options; the two of one distillation wait for a ready teacher
+    panel.pixel_mm_spin.setValue(0.8)
+    panel.intensity_combo.setCurrentIndex(panel.intensity_combo.findData("local"))
+    panel.augment_combo.setCurrentIndex(panel.augment_combo.findData("scanner-shift"))
+    assert not panel.teacher_labels_check.isEnabled()
+    assert not panel.logits_direction_combo.isEnabled()
+    assert panel.distill_only_label.isVisibleTo(panel)
+    argv = job_argv(panel.settings())
+    assert argv[3] == "loso"
+    assert argv[argv.index("--pixel-mm") + 1] == "0.8"
+    assert argv[argv.index("--intensity") + 1] == "local"
+    assert argv[argv.index("--augment") + 1] == "scanner-shift"
+    assert panel.start_button.isEnabled(), panel.plan_label.text()
+
+    # from TAPS with scans without masks: one kdseg distill, which takes all five
+    unlabelled = tmp_path / "dicom"
+    unlabelled.mkdir()
+    panel.teacher_combo.setCurrentIndex(panel.teacher_combo.findData("taps"))
+    panel.unlabelled_edit.setText(str(unlabelled))
+    panel.unlabelled_edit.editingFinished.emit()
+    assert panel.teacher_labels_check.isEnabled()
+    assert panel.logits_direction_combo.isEnabled()
+    assert not panel.distill_only_label.isVisibleTo(panel)
+    panel.teacher_labels_check.setChecked(True)
+    hinton = panel.logits_direction_combo.findData("hinton")
+    panel.logits_direction_combo.setCurrentIndex(hinton)
+    argv = job_argv(panel.settings())
+    assert argv[3] == "distill"
+    assert "--teacher-labels" in argv
+    assert argv[argv.index("--logits-direction") + 1] == "hinton"
+    assert argv[argv.index("--pixel-mm") + 1] == "0.8"
+    assert argv[argv.index("--intensity") + 1] == "local"
+    assert argv[argv.index("--augment") + 1] == "scanner-shift"
+    assert "scans without a mask learn from the teacher's masks" in panel.plan_label.text()
+    assert panel.start_button.isEnabled(), panel.plan_label.text()
+
+    # back to a teacher trained in the run: the grid's command, without the two
+    panel.unlabelled_edit.setText("")
+    panel.unlabelled_edit.editingFinished.emit()
+    panel.teacher_combo.setCurrentIndex(panel.teacher_combo.findData("unetpp"))
+    argv = job_argv(panel.settings())
+    assert argv[3] == "loso"
+    assert "--teacher-labels" not in argv
+    assert "--logits-direction" not in argv
+    assert panel.start_button.isEnabled(), panel.plan_label.text()
+
+
+def test_learning_from_a_teacher_files_masks_switches_off_what_needs_its_features(
+    panel: DistillationPanel, tmp_path: Path
+) -> None:
+    configure(panel, tmp_path / "run")
+    teacher = tmp_path / "unetpp.keras"
+    teacher.write_bytes(b"a teacher")
+    unlabelled = tmp_path / "dicom"
+    unlabelled.mkdir()
+    panel.teacher_combo.setCurrentIndex(panel.teacher_combo.count() - 1)
+    panel.teacher_file_edit.setText(str(teacher))
+    panel.unlabelled_edit.setText(str(unlabelled))
+    panel.unlabelled_edit.editingFinished.emit()
+    assert panel.loss_checks["kernel_matrix"].isChecked()
+    panel.teacher_labels_check.setChecked(True)
+    assert not panel.loss_checks["kernel_matrix"].isChecked()
+    argv = job_argv(panel.settings())
+    assert "--precompute-teacher" in argv
+    assert "kernel_matrix" not in argv
+    assert panel.start_button.isEnabled(), panel.plan_label.text()
+
+
+def test_the_setup_fits_the_dock_with_the_advanced_options_open(
+    panel: DistillationPanel, qtbot: Any
+) -> None:
+    """At 1280 x 800 beside the segmentation panel, nothing of the setup is cut at the
+    right: the page scrolls down only."""
+    panel.viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
+    main_window = panel.window()
+    main_window.resize(1280, 800)
+    panel.advanced_button.setChecked(True)
+    panel.teacher_combo.setCurrentIndex(panel.teacher_combo.findData("taps"))
+    qtbot.wait(200)  # the docks settle
+    for page in range(panel.tabs.count()):
+        panel.tabs.setCurrentIndex(page)
+        qtbot.wait(50)
+        assert panel.tabs.widget(page).horizontalScrollBar().maximum() == 0, page
+    panel.tabs.setCurrentIndex(0)
+    scroll = panel.tabs.widget(0)
+    assert isinstance(scroll, QScrollArea)
+    viewport = scroll.viewport()
+    for widget in panel.advanced_box.findChildren(QWidget):
+        if widget.isVisibleTo(panel):
+            right = widget.mapTo(viewport, widget.rect().topRight()).x()
+            assert right <= viewport.width(), type(widget).__name__
+
+
 def test_an_input_size_unetpp_cannot_take_keeps_start_off_and_says_why(
     panel: DistillationPanel, tmp_path: Path
 ) -> None:
@@ -219,6 +396,13 @@ def test_an_input_size_unetpp_cannot_take_keeps_start_off_and_says_why(
     assert not panel.start_button.isEnabled()
     assert sentence in panel.status_label.text()
     assert sentence in panel.plan_label.text()
+    first = len(notification_manager.records)
+    panel.start()  # as a script could: refused, the reason in the panel, a short notification
+    assert panel.job is None
+    assert sentence in panel.status_label.text()
+    assert errors_since(first) == [
+        "The distillation cannot start yet: the Distillation panel says why."
+    ]
     panel.size_spin.setValue(32)
     assert panel.start_button.isEnabled()
     assert panel.status_label.text() == "ready to start"
@@ -357,6 +541,53 @@ def test_starting_the_same_run_folder_again_keeps_the_curves_of_the_resumed_trai
     assert panel.curves.points == (2, 2)
 
 
+def test_a_long_error_is_shown_whole_under_the_pages_on_a_laptop_screen(
+    panel: DistillationPanel, qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's own error, however long, wraps in the status under the pages and is seen
+    whole beside the segmentation panel at 1280 x 800; the notification stays one line."""
+    problem = (
+        f"{tmp_path / 'a' / 'long' / 'path' / 'to' / 'the' / 'dataset'}: the disk is full "
+        "while writing the preprocessed slices of site B; free some space, or choose a cache "
+        "folder on another disk, and start again: the finished models are kept"
+    )
+    failing = [
+        sys.executable,
+        "-c",
+        f"import sys; print({f'kdseg loso: {problem}'!r}, file=sys.stderr); sys.exit(2)",
+    ]
+    monkeypatch.setattr("napari_kdseg._widgets.distill.job_argv", lambda _settings: failing)
+    segmentation, _ = panel.viewer.window.add_plugin_dock_widget("napari-kdseg", "Segmentation")
+    main_window = panel.window()
+    main_window.resize(1280, 800)
+    # the segmentation panel given most of the height, as a user may drag the splitter
+    docks = [segmentation, panel.parentWidget()]
+    main_window.resizeDocks(docks, [700, 50], Qt.Orientation.Vertical)
+    configure(panel, tmp_path / "run")
+    first = len(notification_manager.records)
+    panel.start()
+    qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
+    qtbot.waitUntil(
+        lambda: (
+            panel.cancel_button.isEnabled() is False and "stopped" in (panel.status_label.text())
+        ),
+        timeout=5_000,
+    )
+    qtbot.wait(200)  # the docks make room for the status
+
+    label = panel.status_label
+    assert label.text() == (
+        f"The training stopped with an error: {problem}\nThe whole log: {panel.job.log_path}"
+    )
+    assert label.height() >= label.heightForWidth(label.width())
+    assert label.visibleRegion().boundingRect() == label.rect()
+    bottom = label.mapTo(main_window, label.rect().bottomRight())
+    assert main_window.rect().contains(bottom)
+    assert errors_since(first) == [
+        "The distillation stopped with an error: the Distillation panel says why."
+    ]
+
+
 @pytest.mark.slow
 def test_a_tiny_real_run_fills_results_and_curves_and_the_viewer_stays_responsive(
     panel: DistillationPanel, qtbot: Any, tmp_path: Path
@@ -379,7 +610,7 @@ def test_a_tiny_real_run_fills_results_and_curves_and_the_viewer_stays_responsiv
     panel.viewer.screenshot(str(SHOTS / "gui_mid_training.png"), canvas_only=False)
     heartbeat.resume()
     mid_stage = panel.stage_label.text()
-    assert panel.device_label.text() == "device: cpu"
+    assert panel.device_label.text() == "Runs on: this computer's processor"
     assert 0 < panel.progress_bar.value() < panel.progress_bar.maximum()
 
     qtbot.waitUntil(lambda: not panel.running, timeout=RUN_TIMEOUT_MS)
@@ -470,13 +701,51 @@ def test_a_failing_child_shows_its_error(
 
     assert panel.job is not None
     assert panel.job.status is JobStatus.FAILED
+    # the whole reason in the panel, where it wraps and can be copied ...
     status = panel.status_label.text()
-    assert status.startswith("failed with exit status 2: kdseg loso: ")
+    assert status.startswith("The training stopped with an error: ")
+    assert "kdseg loso" not in status
     assert str(broken) in status
-    assert "job.log" in status
-    assert any("kdseg loso:" in message for message in errors_since(first))
+    assert f"The whole log: {panel.job.log_path}" in status
+    assert panel.status_label.wordWrap()
+    assert panel.status_label.textInteractionFlags() & Qt.TextInteractionFlag.TextSelectableByMouse
+    assert panel.status_label.isVisible()
+    # ... and a notification of one short line, which napari's toast shows whole
+    assert errors_since(first) == [
+        "The distillation stopped with an error: the Distillation panel says why."
+    ]
     assert "kdseg loso:" in panel.log_view.toPlainText()
     assert panel.start_button.isEnabled()
+
+
+@pytest.mark.gui  # in the GUI process, as the module's other tests
+def test_a_failure_is_told_in_a_sentence_without_the_command_or_a_traceback() -> None:
+    with_line = JobOutcome(
+        JobStatus.FAILED,
+        2,
+        "failed with exit status 2: kdseg distill: teacher.keras is not a Keras archive",
+        "kdseg distill: teacher.keras is not a Keras archive",
+        ("Traceback (most recent call last):", '  File "x.py", line 1', "ValueError: boom"),
+    )
+    assert failure_text(with_line) == (
+        "The training stopped with an error: teacher.keras is not a Keras archive"
+    )
+    traceback_only = JobOutcome(
+        JobStatus.FAILED, 1, "failed with exit status 1: ValueError: boom", None
+    )
+    assert failure_text(traceback_only) == "The training stopped with an error: ValueError: boom"
+    crashed = JobOutcome(
+        JobStatus.CRASHED, -9, "crashed: the training process was killed by SIGKILL", None
+    )
+    assert (
+        failure_text(crashed) == "The training crashed: the training process was killed by SIGKILL."
+    )
+
+
+@pytest.mark.gui  # in the GUI process, as the module's other tests
+def test_where_training_runs_is_said_in_words() -> None:
+    assert runs_on("cpu") == "this computer's processor"
+    assert runs_on("/device:GPU:0") == "the graphics card (/device:GPU:0)"
 
 
 def test_taps_is_offered_with_its_provenance_and_plans_one_distill_job(
@@ -495,7 +764,8 @@ def test_taps_is_offered_with_its_provenance_and_plans_one_distill_job(
     assert panel.loss_checks["kernel_matrix"].isChecked()
     combo.setCurrentIndex(index)
     assert panel.taps_label.isVisible()
-    assert "MIT licence" in panel.taps_label.text()
+    assert "MIT licence" in panel.taps_label.toolTip()
+    assert "Match the teacher's inner features" in panel.taps_label.text()
     assert not panel.loss_checks["kernel_matrix"].isChecked()
     unlabelled = tmp_path / "dicom"
     unlabelled.mkdir()
@@ -513,7 +783,7 @@ def test_taps_is_offered_with_its_provenance_and_plans_one_distill_job(
     # KMM switched back on is refused in words, and Start waits
     panel.loss_checks["kernel_matrix"].setChecked(True)
     assert not panel.start_button.isEnabled()
-    assert "switch KMM off" in panel.plan_label.text()
+    assert "switch off “Match the teacher's inner features”" in panel.plan_label.text()
 
 
 @pytest.fixture

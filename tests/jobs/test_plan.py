@@ -1,4 +1,5 @@
-"""The distillation plan: the ``kdseg loso`` command line, validation and the site table."""
+"""The distillation plan: the ``kdseg loso`` and ``kdseg distill`` command lines, validation
+and the site table."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from napari_kdseg.jobs.plan import (
     earlier_run_differences,
     job_argv,
     loso_argv,
+    loss_words,
     pinned_settings,
     site_roles,
     validate,
@@ -106,6 +108,9 @@ def test_argv_with_every_option(tmp_path: Path) -> None:
         size=48,
         width=0.25,
         library=tmp_path / "library",
+        pixel_mm=0.8,
+        intensity="local",
+        augment="scanner-shift",
     )
     args = _parse(loso_argv(settings))
     assert args.teacher_file == [teacher]
@@ -116,8 +121,20 @@ def test_argv_with_every_option(tmp_path: Path) -> None:
     assert (args.preset, args.epochs, args.student_epochs, args.batch_size) == ("paper", 2, 3, 4)
     assert (args.learning_rate, args.size, args.width) == (0.001, 48, 0.25)
     assert args.export_to == tmp_path / "library"
+    assert (args.pixel_mm, args.intensity, args.augment) == (0.8, "local", "scanner-shift")
     assert args.out == tmp_path / "run"
     assert args.json
+
+
+def test_the_defaults_leave_the_advanced_options_to_the_command(tmp_path: Path) -> None:
+    for argv in (
+        loso_argv(_settings(tmp_path)),
+        job_argv(_settings(tmp_path, teacher="taps", losses=("logits",))),
+    ):
+        args = _parse(argv)
+        assert (args.pixel_mm, args.intensity, args.augment) == (None, None, None)
+        for option in ("--teacher-labels", "--precompute-teacher", "--logits-direction"):
+            assert option not in argv
 
 
 def test_no_losses_trains_the_students_alone(tmp_path: Path) -> None:
@@ -140,7 +157,7 @@ def test_valid_settings_pass_with_notes(phantom: Path, tmp_path: Path) -> None:
     assert validate(settings, discover(phantom)).ok
     no_losses = validate(dataclasses.replace(settings, losses=()), discover(phantom))
     assert no_losses.ok
-    assert any("only the student without distillation (w/o)" in note for note in no_losses.notes)
+    assert any("only the student trained alone is" in note for note in no_losses.notes)
     (tmp_path / "grid.json").write_text(json.dumps(pinned_settings(settings)))
     assert any("Start resumes it" in note for note in validate(settings, discover(phantom)).notes)
 
@@ -158,7 +175,8 @@ def test_validation_messages(phantom: Path, tmp_path: Path) -> None:
     assert "target site 'Z' is not in the dataset; sites are A, B, C" in errors(dataset, target="Z")
     assert "not an existing .keras model" in errors(dataset, teacher_file=tmp_path / "t.h5")
     assert "unknown student 'unet'" in errors(dataset, student="unet")
-    assert "weight of KMM must be above 0" in errors(dataset, lambdas=(0.2, 0.0, 0.9))
+    kmm = loss_words("kernel_matrix")
+    assert f"weight of “{kmm}” must be above 0" in errors(dataset, lambdas=(0.2, 0.0, 0.9))
     assert errors(dataset, lambdas=(0.2, 0.0, 0.9), losses=("logits", "affinity")) == ""
 
 
@@ -232,7 +250,8 @@ def test_taps_and_unlabelled_scans_are_validated(phantom: Path, tmp_path: Path) 
     taps = _settings(tmp_path, dataset=phantom, target="C", teacher="taps")
     checked = validate(taps, dataset)
     assert checked.errors == [
-        "switch KMM off: it needs the teacher's features, and TAPS gives its predictions only"
+        "switch off “Match the teacher's inner features”: it needs the teacher's features, "
+        "and TAPS gives its predictions only"
     ]
     without_kmm = dataclasses.replace(taps, losses=("logits", "affinity"), unlabelled=(folder,))
     checked = validate(without_kmm, dataset)
@@ -373,3 +392,173 @@ def test_the_plan_and_kdseg_loso_agree_on_a_run_folder_made_with_other_settings(
         "(teacher learning_rate, student epochs, student learning_rate differ); "
         "choose another --out"
     ) in refused.stderr
+
+
+def test_the_advanced_options_of_one_distill_job_reach_its_command(tmp_path: Path) -> None:
+    """Learning from the teacher's masks, the way round of prediction matching and how scans
+    are prepared and varied, each on the ``kdseg distill`` command line; a teacher file
+    learnt from runs ahead of training, and with no loss on, neither --losses nor --lambdas
+    is given (the teacher's masks alone train)."""
+    settings = _settings(
+        tmp_path,
+        teacher="taps",
+        losses=("logits",),
+        lambdas=(1.0, 0.9, 0.1),
+        unlabelled=(tmp_path / "dicom",),
+        teacher_labels=True,
+        logits_direction="hinton",
+        pixel_mm=1.0,
+        intensity="local",
+        augment="scanner-shift",
+    )
+    args = _parse(job_argv(settings))
+    assert args.command == "distill"
+    assert args.teacher_labels
+    assert not args.precompute_teacher  # TAPS always runs ahead
+    assert args.logits_direction == "hinton"
+    assert (args.pixel_mm, args.intensity, args.augment) == (1.0, "local", "scanner-shift")
+    assert (args.losses, args.lambdas) == (["logits"], [1.0, 0.9, 0.1])
+
+    teacher_file = tmp_path / "unetpp.keras"
+    from_file = dataclasses.replace(settings, teacher_file=teacher_file, losses=())
+    argv = job_argv(from_file)
+    args = _parse(argv)
+    assert args.teacher == str(teacher_file)
+    assert args.teacher_labels
+    assert args.precompute_teacher
+    assert "--losses" not in argv
+    assert "--lambdas" not in argv
+    assert not dataclasses.replace(from_file, teacher_labels=False).precompute_teacher
+
+
+def test_the_options_of_one_distill_job_are_refused_on_the_grid_and_checked(
+    phantom: Path, tmp_path: Path
+) -> None:
+    dataset = discover(phantom)
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    teacher_file = tmp_path / "unetpp.keras"
+    teacher_file.write_bytes(b"a teacher")
+
+    def errors(**changes: object) -> list[str]:
+        settings = _settings(tmp_path / "run", dataset=phantom, target="C", **changes)
+        return validate(settings, dataset).errors
+
+    grid_errors = errors(teacher_labels=True, logits_direction="hinton")
+    assert grid_errors == [
+        "learning from the teacher's masks and the direction of prediction matching need a "
+        "ready teacher (TAPS, or a trained teacher file with scans without masks): a teacher "
+        "trained in this run sees scans with masks only"
+    ]
+    single = {"teacher_file": teacher_file, "unlabelled": (folder,)}
+    assert errors(**single) == []
+    # learning from a teacher file's masks runs it ahead: it gives no features then
+    assert errors(**single, teacher_labels=True) == [
+        "switch off “Match the teacher's inner features”: it needs the teacher's features, "
+        "and a teacher file run ahead of training (to learn from its masks) gives its "
+        "predictions only"
+    ]
+    masks_only = {**single, "teacher_labels": True, "losses": ()}
+    assert errors(**masks_only) == []
+    settings = _settings(tmp_path / "run", dataset=phantom, target="C", **masks_only)
+    assert "scans without a mask learn from the teacher's masks as if they were drawn" in (
+        validate(settings, dataset).notes
+    )
+    assert errors(**single, losses=()) == [
+        "switch on a way of learning from the teacher, or learning from the teacher's masks "
+        "(under Advanced)"
+    ]
+    assert errors(pixel_mm=0.0, intensity="coil", augment="wild", **single) == [
+        "the pixel size must be above 0 mm (got 0)",
+        "unknown brightness normalisation 'coil'; choose volume, local",
+        "unknown augmentation 'wild'; choose standard, scanner-shift",
+    ]
+    assert errors(**single, logits_direction="sideways") == [
+        "unknown direction of prediction matching 'sideways'; choose paper, hinton"
+    ]
+
+
+def test_a_run_folder_pins_how_its_scans_were_prepared_and_varied(
+    phantom: Path, tmp_path: Path
+) -> None:
+    dataset = discover(phantom)
+    settings = _settings(tmp_path, dataset=dataset.root, target="C", size=32)
+    (tmp_path / "grid.json").write_text(json.dumps(pinned_settings(settings)))
+    assert earlier_run_differences(settings) == []
+    for changes in ({"pixel_mm": 0.8}, {"intensity": "local"}):
+        assert earlier_run_differences(dataclasses.replace(settings, **changes)) == [
+            "teacher input size or preprocessing",
+            "student input size or preprocessing",
+        ]
+    assert earlier_run_differences(dataclasses.replace(settings, augment="scanner-shift")) == [
+        "teacher augmentation",
+        "student augmentation",
+    ]
+
+
+#: ``kdseg distill`` up to the point where it would train: ``training.run.distill`` is
+#: replaced by one printing what it was given.
+_DISTILL_WITHOUT_TRAINING = """
+import json
+import sys
+from napari_kdseg.cli import main
+from napari_kdseg.training import run
+
+def settings_accepted(dataset, sites, config, teacher, out, options, precompute=False):
+    print(json.dumps({
+        "sites": sites,
+        "precompute": precompute,
+        "teacher_labels": config.distillation.teacher_labels,
+        "logits_direction": config.distillation.logits_direction,
+        "losses": config.distillation.enabled,
+        "pixel_mm": config.preprocess.pixel_mm,
+        "intensity": config.preprocess.intensity,
+        "bias_field": config.augment.bias_field_probability,
+    }))
+    raise SystemExit(0)
+
+run.distill = settings_accepted
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kdseg_distill_takes_the_advanced_options_as_the_plan_gives_them(
+    phantom: Path, tmp_path: Path
+) -> None:
+    """The real command, short of training, accepts the plan's command for a teacher file
+    whose masks the scans without masks learn from, and configures what the panel asked."""
+    unlabelled = generate_phantom(tmp_path / "unlabelled", cases_per_site=1, size=32, sites="D")
+    teacher_file = tmp_path / "unetpp.keras"
+    teacher_file.write_bytes(b"read only when training starts")
+    settings = _settings(
+        tmp_path / "run",
+        dataset=phantom,
+        target="C",
+        teacher_file=teacher_file,
+        unlabelled=(unlabelled,),
+        losses=("affinity",),
+        teacher_labels=True,
+        logits_direction="hinton",
+        pixel_mm=0.8,
+        intensity="local",
+        augment="scanner-shift",
+        size=32,
+    )
+    assert validate(settings, discover(phantom)).ok
+    environment = {**os.environ, "KDSEG_CACHE_DIR": str(tmp_path / "cache")}
+    argv = [sys.executable, "-c", _DISTILL_WITHOUT_TRAINING, *job_argv(settings)[3:]]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env=environment, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    given = json.loads(result.stdout.strip().splitlines()[-1])
+    assert given == {
+        "sites": ["A", "B", "D"],
+        "precompute": True,
+        "teacher_labels": True,
+        "logits_direction": "hinton",
+        "losses": ["affinity"],
+        "pixel_mm": 0.8,
+        "intensity": "local",
+        "bias_field": 0.5,
+    }
