@@ -5,15 +5,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import napari.settings
 import numpy as np
 import pytest
 from napari._qt.dialogs.qt_reader_dialog import QtReaderDialog
 from napari.errors import NoAvailableReaderError
 from napari.plugins import _npe2
+from napari.settings import NapariSettings
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import QUrl
 
 from napari_kdseg._layers import AXIS_LABELS
+from napari_kdseg._preferences import MRI_FILE_PATTERNS, open_mri_files_without_asking
 from napari_kdseg.core.errors import DatasetError
 from napari_kdseg.data.io import read_volume
 from napari_kdseg.data.phantom import generate_phantom
@@ -72,6 +75,28 @@ def test_dropped_folders_and_scans_open_with_this_reader_preselected(
         "Case00",
         "Case00 prostate",
     ]
+
+
+def test_one_click_in_the_plugin_menu_opens_mri_files_without_asking(
+    make_napari_viewer,  # type: ignore[no-untyped-def]
+    dataset: Path,
+    reader_dialogs: list[tuple[str, list[str], str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(napari.settings, "_SETTINGS", NapariSettings(config_path=None))
+    viewer = make_napari_viewer(show=True)
+    before = {"*.tif": "napari builtins"}  # the user's own preferences stay
+    napari.settings.get_settings().plugins.extension2reader = before
+
+    open_mri_files_without_asking()
+
+    assert napari.settings.get_settings().plugins.extension2reader == {
+        **before,
+        **dict.fromkeys(MRI_FILE_PATTERNS, "napari-kdseg"),
+    }
+    drop(viewer, dataset / "C" / "Case00.nii.gz")
+    assert reader_dialogs == []
+    assert [layer.name for layer in viewer.layers] == ["Case00", "Case00 prostate"]
 
 
 def test_files_of_other_formats_never_bring_this_reader_into_the_choice(
