@@ -135,7 +135,7 @@ def test_modules_import_each_other_without_a_cycle() -> None:
 
 
 #: The napari glue: the only modules that may use Qt, and that run in the viewer's process.
-NAPARI_GLUE = ("_widgets", "_reader", "_writer", "_sample_data", "_layers")
+NAPARI_GLUE = ("_widgets", "_reader", "_writer", "_sample_data", "_layers", "_preferences")
 QT = {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "superqt", "vispy"}
 BACKENDS = {"keras", "tensorflow", "tf2onnx", "jax", "torch"}
 
