@@ -99,6 +99,7 @@ CANDIDATES: dict[str, Callable[[Configs], Configs]] = {
     "aam-0.1-lm-1-student-24": _then(_lambdas(affinity=0.1, logits=1.0), _student(epochs=24)),
     "aam-0.1-lm-1-teacher-half": _then(_lambdas(affinity=0.1, logits=1.0), _teacher(width=0.5)),
     "aam-0.1-lm-1-deeplabv3plus": _lambdas(affinity=0.1, logits=1.0),  # the other teacher
+    "aam-0.1-lm-1-teacher-12": _then(_lambdas(affinity=0.1, logits=1.0), _teacher(epochs=12)),
 }
 
 #: The teacher network of each candidate that does not distil from UNet++.
