@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import onnx
@@ -71,12 +72,100 @@ def test_models_are_listed_with_their_cards_and_problems(
     assert (student.size, student.context) == (16, 3)
     assert student.validation_dice == pytest.approx(0.8125)
     assert student.file_bytes == (tmp_path / "b_student.onnx").stat().st_size
-    assert student.summary() == ("enet trained on A, B, C; input 16x16x3; validation Dice 0.812")
+    assert student.title() == "ENet — sites A–C"
+    assert student.summary() == (
+        "A light model trained on sites A–C. On held-out scans from those sites it agreed with "
+        "the reference outlines at Dice 0.81 (1 is perfect). It reads slices resized to "
+        "16 × 16 pixels."
+    )
+    assert student.details().splitlines() == [
+        str(tmp_path / "b_student.onnx"),
+        "architecture enet",
+        "training sites: A, B, C",
+        "input 16x16x3 (size x size x neighbouring slices)",
+        "best validation Dice 0.812",
+    ]
     assert not broken.usable
     assert "not a readable ONNX file" in (broken.problem or "")
     assert "without a napari-kdseg model card" in (no_card.problem or "")
     assert "not a napari-kdseg model card" in (bad_card.problem or "")
     assert "unusable" in bad_card.summary()
+    assert bad_card.title() == "d_bad_card.onnx"
+    assert "not a napari-kdseg model card" in bad_card.details()
+
+
+#: A student distilled from a Keras UNet++ on synthetic sites, as training writes its card.
+DISTILLED_CARD = CARD | {
+    "architecture": "enet",
+    "width": 0.5,
+    "training_sites": ["A", "B", "C", "D", "E"],
+    "training_data": [
+        {"site": site, "origin": "synthetic", "cases": 4, "labelled": 4} for site in "ABCDE"
+    ],
+    "teacher": "/runs/F/unetpp/unetpp.keras",
+    "teacher_model": {
+        "kind": "keras",
+        "description": "unetpp (Keras)",
+        "architecture": "unetpp",
+        "file": "/runs/F/unetpp/unetpp.keras",
+    },
+    "losses": {"segmentation": "dice+ce", "logits": 1.0, "kernel_matrix": 0.9, "affinity": 0.1},
+    "metrics": {"best_val_dice": 0.7045},
+}
+
+
+def test_a_model_is_told_in_words_and_its_technical_details_kept_for_a_tooltip(
+    tmp_path: Path,
+) -> None:
+    path = identity_onnx(tmp_path / "enet-from-unetpp-AAM-KMM-LM-unseen-F.onnx", DISTILLED_CARD)
+    (model,) = list_models(tmp_path)
+
+    assert model.title() == "ENet distilled from UNet++ — sites A–E"
+    assert model.summary() == (
+        "A light model trained on sites A–E (synthetic scans only). On held-out scans from "
+        "those sites it agreed with the reference outlines at Dice 0.70 (1 is perfect). It "
+        "reads slices resized to 16 × 16 pixels."
+    )
+    jargon = re.compile(r"\b(enet|unetpp|LM|KMM|AAM|onnx)\b|\d+x\d+x\d+")
+    assert not jargon.search(model.title() + model.summary())
+    assert model.details().splitlines() == [
+        str(path),
+        "architecture enet, width 0.5",
+        "teacher: unetpp (Keras)",
+        "losses: segmentation dice+ce, LM 1.0, KMM 0.9, AAM 0.1",
+        "synthetic training sites A, B, C, D, E: 20 scans, 20 with masks",
+        "input 16x16x3 (size x size x neighbouring slices)",
+        "best validation Dice 0.705",
+    ]
+
+
+def test_a_student_of_taps_on_real_scans_without_masks_says_whose_outlines_it_matched(
+    tmp_path: Path,
+) -> None:
+    """Validated against the teacher's masks (no scan had one), on synthetic and real sites
+    that are not a run of letters."""
+    card = DISTILLED_CARD | {
+        "training_sites": ["A", "B", "prostate3t"],
+        "training_data": [
+            {"site": "A", "origin": "synthetic", "cases": 2, "labelled": 2},
+            {"site": "B", "origin": "synthetic", "cases": 2, "labelled": 2},
+            {"site": "prostate3t", "origin": "real", "cases": 3, "labelled": 0},
+        ],
+        "teacher": "taps",
+        "teacher_model": {
+            "kind": "taps",
+            "description": "TAPS (lavlab-taps 1.1.2, ONNX)",
+            "validation": "agreement (Dice) with the teacher's masks of held-out scans",
+        },
+    }
+    identity_onnx(tmp_path / "enet-from-taps.onnx", card)
+    (model,) = list_models(tmp_path)
+
+    assert model.title() == "ENet distilled from TAPS — sites A, B and prostate3t"
+    assert model.summary().startswith("A light model trained on sites A, B and prostate3t. ")
+    assert "agreed with the teacher's outlines at Dice 0.70" in model.summary()
+    assert "teacher: TAPS (lavlab-taps 1.1.2, ONNX)" in model.details().splitlines()
+    assert "real training sites prostate3t: 3 scans, 0 with masks" in model.details()
 
 
 def test_missing_folder_lists_nothing(tmp_path: Path) -> None:

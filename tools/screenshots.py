@@ -6,12 +6,12 @@ laptop-sized screen (1280 x 800) with both panels docked.
 It writes a small phantom dataset, opens it as a user drops a dataset folder on the viewer,
 shoots the Distillation panel's settings with the Advanced section open, trains a tiny teacher
 and student through it (a real child process, about two minutes on 2 cores), shoots the panel
-mid-training and when done, then segments an unseen site's scan with the exported student in
-the Segmentation panel, compares it with the ground truth and shoots the contours. Where
-``../shared/data/real`` is present it also segments the real scan ``promise12_case00`` and
-shoots the quality verdict with both panels docked. ``--model X.onnx`` segments
-with that model instead (e.g. the demo's ``demo/enet-distilled.onnx``, which is trained long
-enough to look right).
+mid-training and when done (scrolled to the results and the saved students), then segments
+an unseen site's scan with the exported student in the Segmentation panel, compares it with
+the ground truth and shoots the contours. Where ``../shared/data/real`` is present it also
+segments the real scan ``promise12_case00`` and shoots the quality verdict with both panels
+docked. ``--model X.onnx`` segments with that model instead (e.g. the demo's
+``demo/enet-distilled.onnx``, which is trained long enough to look right).
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ def main() -> None:
     wait_for(outcome_shown, 900, "the distillation job to finish")
     if not distill.status_label.text().startswith("finished"):
         raise RuntimeError(f"the distillation did not finish: {distill.status_label.text()}")
+    # Done: the results on the unseen site and the students saved for segmentation.
+    distill.tabs.widget(1).ensureWidgetVisible(distill.exported_label, 0, 0)
     shoot(viewer, args.out / "distillation-done.png")
     exported = sorted((work / "library").glob("*.onnx"))
     distill_dock.hide()  # the segmentation panel gets the height for its table
@@ -133,7 +135,7 @@ def main() -> None:
         # beside the distillation panel.
         distill_dock.show()
         docks = [distill_dock, segment_dock]
-        viewer.window._qt_window.resizeDocks(docks, [240, 560], Qt.Orientation.Vertical)
+        viewer.window._qt_window.resizeDocks(docks, [210, 590], Qt.Orientation.Vertical)
         for layer in viewer.layers:
             layer.visible = False
         before = len(viewer.layers)

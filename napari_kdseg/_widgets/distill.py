@@ -46,7 +46,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_kdseg._widgets.curves import TrainingCurves
-from napari_kdseg._widgets.segment import VerticalScrollArea
+from napari_kdseg._widgets.scroll import VerticalScrollArea
 from napari_kdseg.architectures import STUDENTS, TEACHERS
 from napari_kdseg.core.errors import KdsegDataError
 from napari_kdseg.data.datasets import Dataset, discover
@@ -75,6 +75,8 @@ LOG_VIEW_LINES = 400
 RAW_LOG_VIEW_LINES = 5000
 TEACHER_FILE_ITEM = "trained teacher file…"
 TAPS_ITEM = "TAPS (trained on real prostate MRI)"
+#: Above the students a run saved into the model library (their files in the tooltip).
+EXPORTED_HEADING = "Students saved for the Segmentation panel:"
 RUNS_FOLDER = Path.home() / "kdseg-runs"
 #: Each preset's name in the panel (its image size and epochs follow) and what it is for.
 PRESET_NAMES = {"cpu": "Quick", "paper": "As published"}
@@ -104,6 +106,8 @@ class DistillationPanel(QWidget):
     """Pick sites, a teacher and a student and the losses; train, watch, cancel, resume.
 
     ``model_exported`` carries the path of each student exported to ONNX into the library.
+    What the panel shows is in a clinician's words; the paper's names, the command's options
+    and file paths are in the tooltips and the raw log.
     """
 
     model_exported = Signal(str)
@@ -496,9 +500,9 @@ class DistillationPanel(QWidget):
         self.raw_log_button.toggled.connect(self._show_raw_log)
         log_header.addWidget(self.raw_log_button)
         layout.addLayout(log_header)
-        self.log_view = _log_view(LOG_VIEW_LINES, wrap=True)
+        self.log_view = LogView(LOG_VIEW_LINES, wrap=True)
         self.log_view.setPlaceholderText("what the training process does appears here")
-        self.raw_log_view = _log_view(RAW_LOG_VIEW_LINES, wrap=False)
+        self.raw_log_view = LogView(RAW_LOG_VIEW_LINES, wrap=False)
         self.log_views = QStackedWidget()
         self.log_views.addWidget(self.log_view)
         self.log_views.addWidget(self.raw_log_view)
@@ -514,7 +518,7 @@ class DistillationPanel(QWidget):
         self.results_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.results_table.setMaximumHeight(130)
         layout.addWidget(self.results_table)
-        self.exported_label = QLabel("Exported students: –")
+        self.exported_label = QLabel(f"{EXPORTED_HEADING} –")
         self.exported_label.setWordWrap(True)
         self.exported_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.exported_label)
@@ -750,6 +754,7 @@ class DistillationPanel(QWidget):
         ]
         lines += [f"• {note}" for note in checked.notes]
         self.plan_label.setText("<br>".join(lines) or "ready")
+        self.plan_label.setToolTip(f"TAPS: {TAPS_PROVENANCE}" if settings.from_taps else "")
         self.start_button.setEnabled(checked.ok and not self.running)
         if self.running:
             return
@@ -802,7 +807,7 @@ class DistillationPanel(QWidget):
         checked = validate(settings, self.dataset)
         if not checked.ok:
             self._set_status("Start waits: " + "; ".join(checked.errors), error=True, plan=True)
-            show_error("The distillation cannot start yet: the Distillation panel says why.")
+            show_error("Distillation cannot start yet: see the panel")
             return
         # the same run folder resumes the earlier job: its trainings keep their curves
         resuming = self.job is not None and self.job.run_folder == settings.run_folder
@@ -810,7 +815,8 @@ class DistillationPanel(QWidget):
         self.job = ChildJob(job_argv(settings), settings.run_folder)
         self._shown_revision = -1
         self.results_table.setRowCount(0)
-        self.exported_label.setText("Exported students: –")
+        self.exported_label.setText(f"{EXPORTED_HEADING} –")
+        self.exported_label.setToolTip("")
         self.log_view.clear()
         self.raw_log_view.clear()
         self.curves.show_curves(self.progress.curves)
@@ -819,7 +825,10 @@ class DistillationPanel(QWidget):
         self.tabs.setCurrentIndex(1)
         atexit.register(self.job.cancel)
         self.destroyed.connect(self.job.cancel)
-        self._set_status(f"running (process {self.job.pid}); log: {self.job.log_path}")
+        self._set_status(
+            "running: see Progress and results",
+            details=f"process {self.job.pid}; log: {self.job.log_path}",
+        )
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._timer.start()
@@ -873,6 +882,7 @@ class DistillationPanel(QWidget):
     def _show_progress(self) -> None:
         progress = self.progress
         self.stage_label.setText(progress.stage)
+        self.stage_label.setToolTip(progress.stage_details)
         if progress.device is not None:
             self.device_label.setText(f"Runs on: {runs_on(progress.device)}")
             self.device_label.setToolTip(f"Training device: {progress.device}")
@@ -902,8 +912,10 @@ class DistillationPanel(QWidget):
                 item = QTableWidgetItem(text)
                 item.setToolTip(f"the paper's Table 2 calls this row {score.paper_variant}")
                 self.results_table.setItem(row, column, item)
-        if self.progress.exported:
-            self.exported_label.setText("Exported students:\n" + "\n".join(self.progress.exported))
+        exported = self.progress.exported
+        if exported:
+            self.exported_label.setText("\n".join([EXPORTED_HEADING, *(e.label for e in exported)]))
+            self.exported_label.setToolTip("\n".join(e.path for e in exported))
 
     def _finish(self, job: ChildJob) -> None:
         self._timer.stop()
@@ -915,7 +927,10 @@ class DistillationPanel(QWidget):
         if outcome.status is JobStatus.FINISHED:
             self.progress_bar.setValue(_PROGRESS_STEPS)
             self.eta_label.setText("Done")
-            self._set_status(f"finished: results in {job.run_folder}")
+            self._set_status(
+                "finished: see Progress and results",
+                details=f"run folder: {job.run_folder}; log: {job.log_path}",
+            )
             show_info(f"Distillation finished: {len(self.progress.exported)} student(s) exported")
         elif outcome.status is JobStatus.CANCELLED:
             self._set_status("cancelled — Start resumes from the last checkpoint")
@@ -923,13 +938,17 @@ class DistillationPanel(QWidget):
             # the whole reason in the panel, where it wraps and can be copied; the
             # notification (one line in napari) only says where to read it
             self._set_status(f"{failure_text(outcome)}\nThe whole log: {job.log_path}", error=True)
-            show_error("The distillation stopped with an error: the Distillation panel says why.")
+            show_error("Distillation failed: see the panel")
 
-    def _set_status(self, text: str, error: bool = False, plan: bool = False) -> None:
-        """Show ``text``; ``plan`` marks it as about the settings, replaced once they change
-        (a job's outcome stays until the settings say something new)."""
+    def _set_status(
+        self, text: str, error: bool = False, plan: bool = False, details: str = ""
+    ) -> None:
+        """Show ``text``, and ``details`` (the process, the files) in its tooltip; ``plan``
+        marks it as about the settings, replaced once they change (a job's outcome stays until
+        the settings say something new)."""
         self._status_from_plan = plan
         self.status_label.setText(text)
+        self.status_label.setToolTip(details)
         self.status_label.setStyleSheet(f"color: {_ERROR_COLOUR};" if error else "")
 
 
@@ -1004,13 +1023,24 @@ def _spin(low: int, high: int) -> QSpinBox:
     return spin
 
 
-def _log_view(lines: int, wrap: bool) -> QPlainTextEdit:
-    view = QPlainTextEdit()
-    view.setReadOnly(True)
-    view.setMaximumBlockCount(lines)
-    if not wrap:
-        view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-    return view
+class LogView(QPlainTextEdit):
+    """A read-only log of at most ``lines`` lines that keeps its newest line in view while
+    the panel's layout makes it shorter (a stage line growing to two lines, say), as long as
+    the user has not scrolled up to read."""
+
+    def __init__(self, lines: int, wrap: bool) -> None:
+        super().__init__()
+        self.setReadOnly(True)
+        self.setMaximumBlockCount(lines)
+        if not wrap:
+            self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        bar = self.verticalScrollBar()
+        following = bar.value() == bar.maximum()
+        super().resizeEvent(event)
+        if following:
+            _scroll_to_end(self)
 
 
 def _append(view: QPlainTextEdit, lines: list[str]) -> None:

@@ -25,7 +25,7 @@ from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtGui import QColor
+from qtpy.QtGui import QColor, QResizeEvent
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,14 +37,15 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
-    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_kdseg._widgets.scroll import VerticalScrollArea
 from napari_kdseg._writer import affine_from_scale, write_labels
+from napari_kdseg.card import SYNTHETIC_ONLY_WARNING
 from napari_kdseg.data.layout import case_stem
 from napari_kdseg.data.volume import Volume
 from napari_kdseg.evaluation.slices import (
@@ -66,6 +67,9 @@ CONTOUR_PIXELS = 2
 PREDICTION_SUFFIX = " prediction"
 _SORT_ROLE = Qt.ItemDataRole.UserRole
 _ERROR_COLOUR = "#ff6b6b"
+#: Each warning of a segmentation (told whole in the panel) as napari's toast shows it: a
+#: few words that fit its one line.
+WARNING_TOASTS = {SYNTHETIC_ONLY_WARNING: "Not reliable on a real scan: see the panel"}
 
 
 # --------------------------------------------------------------------------- Qt-free helpers
@@ -195,6 +199,18 @@ def format_volume_scores(comparison: VolumeComparison) -> str:
     )
 
 
+def model_labels(entries: list[LibraryModel]) -> list[str]:
+    """Each model's name in the list: what it is in words, numbered where two read alike
+    (two exports of the same training); a file that cannot be used by its file name."""
+    titles = [entry.title() if entry.usable else f"{entry.name} (unusable)" for entry in entries]
+    seen: dict[str, int] = {}
+    labels = []
+    for title in titles:
+        seen[title] = seen.get(title, 0) + 1
+        labels.append(f"{title} ({seen[title]})" if titles.count(title) > 1 else title)
+    return labels
+
+
 def default_save_path(layer: Layer) -> Path:
     """Beside the scan it was predicted on: ``Case00_prediction.nii.gz``."""
     source = (layer.metadata.get("kdseg") or {}).get("source")
@@ -254,28 +270,23 @@ class _NumericItem(QTableWidgetItem):
 # --------------------------------------------------------------------------- the panel
 
 
-class VerticalScrollArea(QScrollArea):
-    """``page`` scrolling down only, never sideways: the area is as wide as the page needs,
-    so a dock holding it cannot be made narrower than its content and cut it at the right.
+class FittedLabel(QLabel):
+    """A wrapping label that prefers the height of its lines at its width: in a form, a plain
+    one prefers that of its text wrapped at a width Qt guesses, and the form leaves the
+    difference as gaps above and below the text."""
 
-    A page taller than the screen no longer sets the dock's height, so the panels fit a
-    laptop's screen (1280 x 800) docked together.
-    """
-
-    def __init__(self, page: QWidget) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.setWidgetResizable(True)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setWidget(page)
+        self.setWordWrap(True)
 
-    def minimumSizeHint(self) -> QSize:
-        hint = super().minimumSizeHint()
-        width = (
-            self.widget().minimumSizeHint().width()
-            + self.verticalScrollBar().sizeHint().width()
-            + 2 * self.frameWidth()
-        )
-        return QSize(max(hint.width(), width), hint.height())
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        return QSize(hint.width(), self.heightForWidth(self.width()))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self.updateGeometry()  # another width, another number of lines
 
 
 class SegmentationPanel(QWidget):
@@ -323,21 +334,26 @@ class SegmentationPanel(QWidget):
         layout.addLayout(form)
 
         self.model_combo = QComboBox()
-        self.model_combo.setToolTip(f"ONNX students in the model library ({library_dir()})")
+        # a long name does not widen the dock: the list and the tooltip show it whole
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.model_combo.setMinimumContentsLength(16)
         self.model_combo.currentIndexChanged.connect(self._show_model_card)
         self.browse_button = QPushButton("Browse…")
         self.browse_button.clicked.connect(self._browse_model)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip("List the model library again")
         self.refresh_button.clicked.connect(lambda: self.refresh_models())
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_combo, 1)
-        model_row.addWidget(self.browse_button)
-        model_row.addWidget(self.refresh_button)
-        form.addRow("Model", model_row)
+        # the combo across the row, so a model's name reads whole beside the other panel
+        form.addRow("Model", self.model_combo)
+        model_buttons = QHBoxLayout()
+        model_buttons.addWidget(self.browse_button)
+        model_buttons.addWidget(self.refresh_button)
+        model_buttons.addStretch(1)
+        form.addRow("", model_buttons)
 
-        self.card_label = QLabel()
-        self.card_label.setWordWrap(True)
+        self.card_label = FittedLabel()
         form.addRow("", self.card_label)
 
         self.image_combo = QComboBox()
@@ -436,9 +452,11 @@ class SegmentationPanel(QWidget):
             entries.append(describe_model(current))
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for entry in entries:
-            label = entry.name if entry.usable else f"{entry.name} (unusable)"
+        for entry, label in zip(entries, model_labels(entries), strict=True):
             self.model_combo.addItem(label, entry)
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1, entry.details(), Qt.ItemDataRole.ToolTipRole
+            )
         if current is not None:
             for index in range(self.model_combo.count()):
                 if self.model_combo.itemData(index).path == current:
@@ -468,10 +486,17 @@ class SegmentationPanel(QWidget):
         entry = self.selected_model()
         if entry is None:
             self.card_label.setText(
-                f"No models in {library_dir()}: export a student, or Browse… for an .onnx file"
+                "No models in the library yet: train one in the Distillation panel, or "
+                "Browse… for an .onnx file"
             )
+            self.card_label.setToolTip(f"The model library: {library_dir()}")
         else:
             self.card_label.setText(entry.summary())
+            self.card_label.setToolTip(entry.details())
+        self.model_combo.setToolTip(
+            f"Models in the model library ({library_dir()})"
+            + (f"\n\nThe chosen one:\n{entry.details()}" if entry is not None else "")
+        )
 
     # ------------------------------------------------------------------ layers
 
@@ -517,7 +542,7 @@ class SegmentationPanel(QWidget):
             return
         cached = self._models.get(_file_key(entry.path))
         self.segment_button.setEnabled(False)
-        self.timing_label.setText(f"Segmenting {image.name} with {entry.name}…")
+        self.timing_label.setText(f"Segmenting {image.name} with {entry.title()}…")
         worker = create_worker(
             segment_layer_volume,
             entry.path,
@@ -568,7 +593,8 @@ class SegmentationPanel(QWidget):
         )
         self.timing_label.setToolTip(f"{format_seconds(outcome.seconds)}\n{outcome.runtime}")
         for warning in outcome.warnings:
-            show_warning(warning)
+            # napari's toast shows one line, cut: a few words that fit, the whole in the panel
+            show_warning(WARNING_TOASTS.get(warning, "Read the warning in the panel"))
         self.volume_label.setText("")  # an earlier comparison's scores are not this one's
         self.show_quality(outcome.quality, layer)
         self.prediction_combo.setCurrentText(layer.name)
@@ -759,7 +785,7 @@ class SegmentationPanel(QWidget):
         except Exception as error:
             self._report_problem(self.compare_problem_label, "Cannot save the prediction", error)
             return []
-        show_info(f"Saved {layer.name} to {written[0]}")
+        show_info(f"Saved {Path(written[0]).name}")
         return written
 
     # ------------------------------------------------------------------ workers
@@ -775,7 +801,7 @@ class SegmentationPanel(QWidget):
         line, cut), a short notification that points there."""
         label.setText(f"{what}: {error}")
         label.setVisible(True)
-        show_error(f"{what}: the reason is in the Segmentation panel.")
+        show_error(f"{what}: see the panel")
 
     def _failed(self, busy_label: QLabel, label: QLabel, what: str, error: BaseException) -> None:
         """A worker failed: its "…ing" line goes, the reason shows."""

@@ -35,10 +35,12 @@ from napari_kdseg.data.preprocess import INTENSITY_NORMALISATIONS
 from napari_kdseg.distillation import terms
 from napari_kdseg.experiments import pinning
 from napari_kdseg.jobs.child import python_command
-from napari_kdseg.teachers import TAPS, TAPS_PROVENANCE
+from napari_kdseg.teachers import TAPS
 from napari_kdseg.training import config as training_config
 
 TRAINING_ROLE = "training: teacher + student"
+#: TAPS in the plan, in words; where it comes from (``TAPS_PROVENANCE``) goes in a tooltip.
+TAPS_WORDS = "TAPS, a published prostate model trained on real MRI by its authors (licence: MIT)"
 TARGET_ROLE = "target (unseen)"
 #: Each architecture's total stride: its input height and width must be multiples of it.
 #: Restated from ``TOTAL_STRIDE`` in ``napari_kdseg/models/<name>.py``, modules that import
@@ -436,7 +438,7 @@ def validate(settings: DistillationSettings, dataset: Dataset | None) -> Validat
                 f"seen site {settings.target}"
             )
     elif settings.from_taps:
-        notes.append(f"the teacher is TAPS: {TAPS_PROVENANCE}")
+        notes.append(f"the teacher is {TAPS_WORDS}")
     elif settings.teacher not in TEACHERS:
         errors.append(f"unknown teacher {settings.teacher!r}; choose {', '.join(TEACHERS)}")
     elif settings.unlabelled:

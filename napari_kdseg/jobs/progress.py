@@ -7,6 +7,11 @@ fraction done, the stage in words, the device, the loss and Dice curves of every
 the scores of every finished model. :meth:`LosoProgress.apply` also returns the event as a
 plain sentence for the panel's log, and :func:`is_noise` tells the child's other lines a
 person need not read (TensorFlow's logging, JSON, the Markdown report) from those to show.
+
+What the panel shows is in a clinician's words (``ENet distilled from UNet++ (all three
+ways)``); the paper's names (``w/ +AAM + KMM + LM``) and file paths are kept for tooltips
+(:attr:`LosoProgress.stage_details`, :attr:`CellScore.paper_variant`,
+:attr:`ExportedModel.path`), and the raw log shows the events as printed.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from napari_kdseg.architectures import DISPLAY_NAMES
+from napari_kdseg.distillation import terms
+from napari_kdseg.jobs.plan import LOSS_WORDS
+from napari_kdseg.teachers import TAPS
 
 #: Lines of TensorFlow, absl, XLA and CUDA start-up logging: glog's ``I0000 00:00:...`` prefix,
 #: absl's warning about it, and the usual messages that come without the prefix.
@@ -29,6 +38,13 @@ _BACKEND_LOG = re.compile(
 )
 #: Markdown structure: table rows and rules, headings.
 _MARKDOWN = re.compile(r"^\s*(\||#{1,6} )")
+#: Teachers by the names events give them: the architectures', and TAPS's.
+_TEACHER_NAMES = {**DISPLAY_NAMES, TAPS: "TAPS"}
+#: How the setup names each way of learning from the teacher (``Match the teacher's
+#: predictions``) starts; the rest (``predictions``) names what is matched.
+_MATCH = "Match the teacher's "
+#: How ``kdseg distill --teacher-labels`` names its variant (``teacher labels +LM``).
+_TEACHER_LABELS = "teacher labels"
 
 
 @dataclass
@@ -79,12 +95,13 @@ class CellScore:
 
     @property
     def variant_text(self) -> str:
-        """``teacher``, ``alone`` or ``distilled (AAM + KMM + LM)``: the paper's w/o and w/."""
+        """``teacher``, ``alone`` or ``distilled (all three ways)``: the paper's w/o and w/
+        in words."""
         if self.variant == "teacher":
             return "teacher"
         if self.variant in ("w/o", ""):
             return "alone"
-        return f"distilled ({self.variant.lstrip('+ ').strip()})"
+        return f"distilled ({distilled_words(self.variant)})"
 
     @property
     def paper_variant(self) -> str:
@@ -98,20 +115,33 @@ class CellScore:
         return f"{self.mean:.3f} ± {self.std or 0.0:.3f}"
 
 
+@dataclass(frozen=True)
+class ExportedModel:
+    """A student saved into the model library: its file and what it is in words."""
+
+    path: str
+    label: str
+
+
 @dataclass
 class LosoProgress:
-    """The state of one ``kdseg loso`` run as its events arrive."""
+    """The state of one ``kdseg loso`` run as its events arrive.
+
+    ``stage`` says where the run is in words; ``stage_details`` says the same with the
+    paper's names and the file paths, for a tooltip.
+    """
 
     cell_number: int = 0
     cells: int = 0
     cell_label: str = ""
     stage: str = "waiting for the training process"
+    stage_details: str = ""
     device: str | None = None
     #: measured seconds per optimisation step of the latest training that reported two steps
     seconds_per_step: float | None = None
     curves: list[Curve] = field(default_factory=list)
     scores: list[CellScore] = field(default_factory=list)
-    exported: list[str] = field(default_factory=list)
+    exported: list[ExportedModel] = field(default_factory=list)
     report: dict[str, str] = field(default_factory=dict)
     revision: int = 0
     _cell: dict[str, Any] = field(default_factory=dict)
@@ -189,6 +219,7 @@ class LosoProgress:
         self._steps_done, self._cell_finished = 0, False
         self._child_stage_eta_s, self._rate_anchor, self._curve = None, None, None
         self.cell_label = cell_label(fields)
+        self.stage_details = f"{paper_cell_label(fields)}, target site {fields.get('target')}"
         self.stage = (
             f"model {self.cell_number} of {self.cells}: {self.cell_label}, "
             f"unseen site {fields.get('target')}: preparing"
@@ -259,7 +290,7 @@ class LosoProgress:
             f", best validation Dice {best:.3f}." if best is not None else "."
         )
         if not self.cells:
-            self.stage = "training done; exporting the student"
+            self.stage = "training done; saving the student for segmentation"
             return sentence
         self.stage = f"{self._cell_prefix()}: scoring on target {self._cell.get('target')}"
         return f"{sentence} Scoring on site {self._cell.get('target')}."
@@ -299,13 +330,18 @@ class LosoProgress:
 
     def _on_report(self, fields: dict[str, Any]) -> str:
         self.report = {key: str(value) for key, value in fields.items() if key != "time"}
-        self.stage = "all models scored; writing the report and exporting students"
-        return f"All models scored; the report is in {fields.get('table')}."
+        self.stage = "all models scored; saving the students for segmentation"
+        self.stage_details = f"report: {fields.get('table')}"
+        return "All models scored: the results table below shows how well."
 
     def _on_exported(self, fields: dict[str, Any]) -> str:
-        self.exported.append(str(fields.get("path")))
-        self.stage = f"exported {fields.get('path')}"
-        return f"Student saved to the model library: {fields.get('path')}."
+        saved = ExportedModel(str(fields.get("path")), exported_label(fields))
+        self.exported.append(saved)
+        self.stage = f"saved for segmentation: {saved.label}"
+        self.stage_details = (
+            f"{paper_cell_label(fields)}: {saved.path}" if fields.get("model") else saved.path
+        )
+        return f"Saved {saved.label} to the model library; the Segmentation panel lists it."
 
     def _on_stopped(self, fields: dict[str, Any]) -> str:
         self.stage = f"{self._cell_prefix()}: stopped at a step boundary; checkpoint kept"
@@ -383,16 +419,60 @@ def is_noise(line: str) -> bool:
 
 
 def cell_label(cell: dict[str, Any]) -> str:
-    """``UNet++ (teacher)``, ``ENet alone`` or ``ENet distilled from UNet++ (AAM + KMM +
-    LM)`` for a ``cell`` event: plain words for the paper's w/o and w/."""
+    """``UNet++ (teacher)``, ``ENet alone`` or ``ENet distilled from UNet++ (all three
+    ways)`` for a ``cell`` event: plain words for the paper's w/o and w/."""
     model = DISPLAY_NAMES.get(str(cell.get("model")), str(cell.get("model")))
     variant = str(cell.get("variant") or "")
     if variant == "teacher":
         return f"{model} (teacher)"
     if variant in ("w/o", ""):
         return f"{model} alone"
-    teacher = DISPLAY_NAMES.get(str(cell.get("teacher")), str(cell.get("teacher")))
-    return f"{model} distilled from {teacher} ({variant.lstrip('+ ').strip()})"
+    teacher = _TEACHER_NAMES.get(str(cell.get("teacher")), str(cell.get("teacher")))
+    return f"{model} distilled from {teacher} ({distilled_words(variant)})"
+
+
+def paper_cell_label(cell: dict[str, Any]) -> str:
+    """The paper's name of a cell (Table 2), for tooltips: ``UNet++ teacher``, ``ENet w/o``,
+    ``ENet w/ +AAM + KMM + LM, teacher UNet++``."""
+    model = DISPLAY_NAMES.get(str(cell.get("model")), str(cell.get("model")))
+    variant = str(cell.get("variant") or "w/o")
+    if variant in ("teacher", "w/o"):
+        return f"{model} {variant}"
+    teacher = _TEACHER_NAMES.get(str(cell.get("teacher")), str(cell.get("teacher")))
+    return f"{model} w/ {variant}, teacher {teacher}"
+
+
+def distilled_words(variant: str) -> str:
+    """How a distilled student learnt from its teacher, from the paper's name of its variant
+    (``+AAM + KMM + LM``, ``+AAM + LM``, ``teacher labels +LM``): ``all three ways``,
+    ``matching its predictions and pixel neighbours``, ``learning its masks, matching its
+    predictions``. A term the setup has no words for keeps its short name."""
+    labels, _, listed = variant.partition("+")
+    short_names = [short.strip() for short in listed.split("+") if short.strip()]
+    paper = sorted(terms.get(name).short_name for name in terms.PAPER_TERMS)
+    if not labels.strip() and sorted(short_names) == paper:
+        return "all three ways"
+    by_short_name = {spec.short_name: spec.name for spec in terms.registered()}
+    order = [spec.short_name for spec in terms.registered()]
+    matched = [
+        LOSS_WORDS[name].removeprefix(_MATCH)
+        if (name := by_short_name.get(short)) in LOSS_WORDS
+        else short
+        for short in sorted(short_names, key=lambda s: order.index(s) if s in order else len(order))
+    ]
+    parts = ["learning its masks"] if labels.strip() == _TEACHER_LABELS else []
+    if matched:
+        parts.append("matching its " + _and(matched))
+    return ", ".join(parts)
+
+
+def exported_label(fields: dict[str, Any]) -> str:
+    """What an ``exported`` event saved, in words: ``ENet distilled from UNet++ (all three
+    ways), unseen site C``; the file's name for an event that does not say."""
+    if not fields.get("model"):
+        return Path(str(fields.get("path"))).name
+    unseen = f", unseen site {fields['target']}" if fields.get("target") else ""
+    return f"{cell_label(fields)}{unseen}"
 
 
 def cell_key(cell: dict[str, Any]) -> str:
@@ -425,6 +505,11 @@ def format_seconds(seconds: float | None) -> str:
     if minutes:
         return f"{minutes} min {secs:02d} s"
     return f"{secs} s"
+
+
+def _and(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _number(value: Any) -> float | None:

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QTabWidget,
     QWidget,
 )
+from toast import toast_text
 
 from napari_kdseg._widgets.distill import DistillationPanel, failure_text, runs_on
 from napari_kdseg.data.phantom import generate_phantom
@@ -400,9 +401,8 @@ def test_an_input_size_unetpp_cannot_take_keeps_start_off_and_says_why(
     panel.start()  # as a script could: refused, the reason in the panel, a short notification
     assert panel.job is None
     assert sentence in panel.status_label.text()
-    assert errors_since(first) == [
-        "The distillation cannot start yet: the Distillation panel says why."
-    ]
+    assert errors_since(first) == ["Distillation cannot start yet: see the panel"]
+    assert toast_text(errors_since(first)[0]) == errors_since(first)[0]  # napari shows it whole
     panel.size_spin.setValue(32)
     assert panel.start_button.isEnabled()
     assert panel.status_label.text() == "ready to start"
@@ -466,6 +466,17 @@ CHILD_OUTPUT = [
     ("stdout", "|---|---|---|"),
     ("stdout", "| UNet++ | 0.610 ± 0.020 | 0.610 |"),
     ("stdout", "Mean ± std over the target site's cases"),
+    (
+        "stdout",
+        _json(
+            "exported",
+            path="/library/enet-from-unetpp-AAM-KMM-LM-unseen-C.onnx",
+            model="enet",
+            variant="+AAM + KMM + LM",
+            target="C",
+            teacher="unetpp",
+        ),
+    ),
     ("stderr", "kdseg loso: /runs/x: the disk is full"),
 ]
 
@@ -487,13 +498,39 @@ def test_the_log_speaks_plainly_shows_the_newest_line_and_keeps_the_raw_log_a_cl
         "Training for 2 epochs of 4 steps each, on the CPU.",
         "Epoch 1 of 2 done: validation Dice 0.500.",
     ]
-    assert shown.splitlines()[-3:] == [
+    assert shown.splitlines()[-4:] == [
         "UNet++ (teacher): Dice 0.610 ± 0.020 on site C (2 cases).",
-        "All models scored; the report is in /runs/x/table2.md.",
+        "All models scored: the results table below shows how well.",
+        "Saved ENet distilled from UNet++ (all three ways), unseen site C to the model library; "
+        "the Segmentation panel lists it.",
         "kdseg loso: /runs/x: the disk is full",
     ]
+    # the stage and the saved students in words; the paper's names and the files in tooltips
+    saved = "ENet distilled from UNet++ (all three ways), unseen site C"
+    assert panel.stage_label.text() == f"saved for segmentation: {saved}"
+    assert panel.exported_label.text() == f"Students saved for the Segmentation panel:\n{saved}"
+    path = "/library/enet-from-unetpp-AAM-KMM-LM-unseen-C.onnx"
+    assert panel.exported_label.toolTip() == path
+    assert panel.stage_label.toolTip() == f"ENet w/ +AAM + KMM + LM, teacher UNet++: {path}"
+    results = panel.results_table.item(0, 1)
+    assert (results.text(), results.toolTip()) == (
+        "teacher",
+        "the paper's Table 2 calls this row teacher",
+    )
+    jargon = [text for text in visible_words(panel) if JARGON.search(text) or "/" in text]
+    assert jargon == [], jargon
     bar = panel.log_view.verticalScrollBar()
     assert 0 < bar.maximum() == bar.value(), "the newest line is in view"
+    # the layout making the log shorter (a stage of two lines, say) keeps it in view ...
+    panel.log_views.setMinimumHeight(0)
+    panel.log_views.setMaximumHeight(panel.log_views.height() // 2)
+    qtbot.wait(50)
+    assert 0 < bar.maximum() == bar.value(), "the newest line is still in view"
+    # ... unless the user scrolled up to read
+    bar.setValue(0)
+    panel.log_views.setMaximumHeight(panel.log_views.height() - 10)
+    qtbot.wait(50)
+    assert bar.value() == 0
 
     qtbot.mouseClick(panel.raw_log_button, Qt.MouseButton.LeftButton)
     assert panel.log_views.currentWidget() is panel.raw_log_view
@@ -532,6 +569,11 @@ def test_starting_the_same_run_folder_again_keeps_the_curves_of_the_resumed_trai
     for child in (cancelled, resumed):
         monkeypatch.setattr("napari_kdseg._widgets.distill.job_argv", lambda _s, c=child: c)
         panel.start()
+        # where it runs in words; the process and its log for whoever hovers
+        assert panel.status_label.text() == "running: see Progress and results"
+        assert panel.status_label.toolTip() == (
+            f"process {panel.job.pid}; log: {tmp_path / 'run' / 'job.log'}"
+        )
         qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
         qtbot.wait(300)  # the last poll
 
@@ -583,9 +625,7 @@ def test_a_long_error_is_shown_whole_under_the_pages_on_a_laptop_screen(
     assert label.visibleRegion().boundingRect() == label.rect()
     bottom = label.mapTo(main_window, label.rect().bottomRight())
     assert main_window.rect().contains(bottom)
-    assert errors_since(first) == [
-        "The distillation stopped with an error: the Distillation panel says why."
-    ]
+    assert errors_since(first) == ["Distillation failed: see the panel"]
 
 
 @pytest.mark.slow
@@ -628,7 +668,8 @@ def test_a_tiny_real_run_fills_results_and_curves_and_the_viewer_stays_responsiv
     assert panel.job is not None
     assert panel.job.status is JobStatus.FINISHED, panel.job.outcome().message
     assert "model 1 of 3: UNet++ (teacher), unseen site C" in mid_stage
-    assert panel.status_label.text().startswith("finished")
+    assert panel.status_label.text() == "finished: see Progress and results"
+    assert f"run folder: {tmp_path / 'run'}" in panel.status_label.toolTip()
     rows = [
         [panel.results_table.item(row, column).text() for column in range(3)]
         for row in range(panel.results_table.rowCount())
@@ -636,8 +677,9 @@ def test_a_tiny_real_run_fills_results_and_curves_and_the_viewer_stays_responsiv
     assert [row[:2] for row in rows] == [
         ["UNet++", "teacher"],
         ["ENet", "alone"],
-        ["ENet", "distilled (AAM + KMM + LM)"],
+        ["ENet", "distilled (all three ways)"],
     ]
+    assert panel.results_table.item(2, 1).toolTip().endswith("w/ +AAM + KMM + LM")
     assert all(" ± " in row[2] for row in rows)
     assert "Dice on C" in panel.results_table.horizontalHeaderItem(2).text()
     loss_points, dice_points = panel.curves.points
@@ -647,7 +689,13 @@ def test_a_tiny_real_run_fills_results_and_curves_and_the_viewer_stays_responsiv
         "enet-unseen-C.onnx",
         "enet-from-unetpp-AAM-KMM-LM-unseen-C.onnx",
     ]
-    assert all(Path(path).is_file() and path in panel.exported_label.text() for path in exported)
+    assert all(Path(path).is_file() and path in panel.exported_label.toolTip() for path in exported)
+    assert panel.exported_label.text().splitlines()[1:] == [
+        "ENet alone, unseen site C",
+        "ENet distilled from UNet++ (all three ways), unseen site C",
+    ]
+    finished = [panel.stage_label.text(), panel.log_view.toPlainText()]
+    assert not any(JARGON.search(text) or ".onnx" in text for text in finished), finished
     assert (tmp_path / "run" / "results.csv").is_file()
     assert "ended: exit status 0" in (tmp_path / "run" / "job.log").read_text()
     assert panel.progress_bar.value() == panel.progress_bar.maximum()
@@ -711,9 +759,8 @@ def test_a_failing_child_shows_its_error(
     assert panel.status_label.textInteractionFlags() & Qt.TextInteractionFlag.TextSelectableByMouse
     assert panel.status_label.isVisible()
     # ... and a notification of one short line, which napari's toast shows whole
-    assert errors_since(first) == [
-        "The distillation stopped with an error: the Distillation panel says why."
-    ]
+    assert errors_since(first) == ["Distillation failed: see the panel"]
+    assert toast_text(errors_since(first)[0]) == errors_since(first)[0]
     assert "kdseg loso:" in panel.log_view.toPlainText()
     assert panel.start_button.isEnabled()
 
@@ -772,7 +819,13 @@ def test_taps_is_offered_with_its_provenance_and_plans_one_distill_job(
     panel.unlabelled_edit.setText(str(unlabelled))
     panel.unlabelled_edit.editingFinished.emit()
     assert panel.start_button.isEnabled(), panel.plan_label.text()
-    assert "the teacher is TAPS" in panel.plan_label.text()
+    # TAPS in words in the plan; the package and its runtime in the tooltip
+    assert (
+        "the teacher is TAPS, a published prostate model trained on real MRI by its authors "
+        "(licence: MIT)"
+    ) in panel.plan_label.text()
+    assert not re.search("PyPI|lavlab|ONNX", panel.plan_label.text())
+    assert "PyPI package lavlab-taps 1.1.2, run here on ONNX Runtime" in panel.plan_label.toolTip()
     assert "and the unlabelled scans" in panel.plan_label.text()
     argv = job_argv(panel.settings())
     assert argv[3:5] == ["distill", str(panel.dataset.root)]

@@ -6,6 +6,7 @@ The models are the ONNX stand-ins of ``conftest.py`` (no TensorFlow in this proc
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 from napari.plugins.io import save_layers
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QLabel
+from qtpy.QtWidgets import QLabel, QStyle, QStyleOptionComboBox
+from toast import toast_text
 from toy_onnx import HEAVY_SIZE, TOY_SIZE, threshold_onnx
 
 from napari_kdseg._layers import volume_layers
@@ -78,14 +80,80 @@ def click_row(qtbot: Any, panel: SegmentationPanel, row: int) -> None:
     qtbot.mouseClick(panel.table.viewport(), Qt.MouseButton.LeftButton, pos=centre)
 
 
-def test_models_are_listed_with_their_cards(panel_in_viewer: tuple[Any, SegmentationPanel]) -> None:
+def test_models_are_listed_with_their_cards(
+    panel_in_viewer: tuple[Any, SegmentationPanel], library_env: Path
+) -> None:
+    """Each model by what it is, its card in words; the file and the card's technical
+    details in the tooltips."""
     _, panel = panel_in_viewer
-    names = [panel.model_combo.itemText(i) for i in range(panel.model_combo.count())]
-    assert names == ["broken.onnx (unusable)", "threshold.onnx"]
-    panel.model_combo.setCurrentIndex(1)
-    assert "threshold stand-in trained on A, B, C, D, E" in panel.card_label.text()
-    assert f"input {TOY_SIZE}x{TOY_SIZE}x3" in panel.card_label.text()
-    assert "validation Dice 0.500" in panel.card_label.text()
+    combo = panel.model_combo
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert names == ["broken.onnx (unusable)", "threshold stand-in — sites A–E"]
+    tooltip = combo.itemData(1, Qt.ItemDataRole.ToolTipRole)
+    assert tooltip.splitlines()[0] == str(library_env / "threshold.onnx")
+    combo.setCurrentIndex(1)
+    assert panel.card_label.text() == (
+        "A model trained on sites A–E. On held-out scans from those sites it agreed with the "
+        f"reference outlines at Dice 0.50 (1 is perfect). It reads slices resized to {TOY_SIZE} "
+        f"× {TOY_SIZE} pixels."
+    )
+    for details in (panel.card_label.toolTip(), combo.toolTip()):
+        assert f"input {TOY_SIZE}x{TOY_SIZE}x3" in details
+        assert "best validation Dice 0.500" in details
+        assert str(library_env / "threshold.onnx") in details
+
+
+def test_models_that_read_alike_are_numbered_and_chosen_by_their_file(
+    panel_in_viewer: tuple[Any, SegmentationPanel], library_env: Path, tmp_path: Path
+) -> None:
+    """Two exports of the same training read alike: numbered in the list, told apart by
+    their files (tooltips) and chosen by path."""
+    _, panel = panel_in_viewer
+    second = tmp_path / "threshold-2.onnx"
+    shutil.copyfile(library_env / "threshold.onnx", second)
+    panel.choose_model(second)
+    combo = panel.model_combo
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert names == [
+        "broken.onnx (unusable)",
+        "threshold stand-in — sites A–E (1)",
+        "threshold stand-in — sites A–E (2)",
+    ]
+    assert panel.selected_model_path() == second
+    assert combo.currentIndex() == 2
+    assert combo.itemData(2, Qt.ItemDataRole.ToolTipRole).startswith(str(second))
+    panel.refresh_models()  # the choice is kept by its file
+    assert panel.selected_model_path() == second
+
+
+def test_a_models_name_reads_whole_beside_the_distillation_panel(
+    qtbot: Any, panel_in_viewer: tuple[Any, SegmentationPanel], tmp_path: Path
+) -> None:
+    """Docked with the distillation panel on a 1280 x 800 screen, the name of a distilled
+    student fits its combo box (the box does not elide: a longer name is cut), and its card
+    takes the height its lines need."""
+    viewer, panel = panel_in_viewer
+    distilled = {
+        "architecture": "enet",
+        "teacher": "unetpp.keras",
+        "teacher_model": {"kind": "keras", "architecture": "unetpp"},
+    }
+    panel.choose_model(threshold_onnx(tmp_path / "student.onnx", card_sections=distilled))
+    viewer.window.add_plugin_dock_widget("napari-kdseg", "Distillation")
+    main_window = panel.window()
+    main_window.resize(1280, 800)
+    qtbot.wait(200)  # the docks settle
+    combo = panel.model_combo
+    assert combo.currentText() == "ENet distilled from UNet++ — sites A–E"
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    field = combo.style().subControlRect(
+        QStyle.ComplexControl.CC_ComboBox, option, QStyle.SubControl.SC_ComboBoxEditField, combo
+    )
+    assert combo.fontMetrics().horizontalAdvance(combo.currentText()) <= field.width()
+    # the card under it takes the height of its lines, no gaps around them
+    card = panel.card_label
+    assert card.height() == card.heightForWidth(card.width()) > 0
 
 
 def test_layer_choices_follow_the_layer_list(
@@ -174,8 +242,12 @@ def test_segment_compare_navigate_and_save(
     indices = [panel.row_slice(row) for row in range(rows)]
     assert indices == sorted(indices)
 
+    start = len(notification_manager.records)
     written = panel.save_prediction(tmp_path / "prediction.nii.gz")
     assert written == [str(tmp_path / "prediction.nii.gz")]
+    told = [str(record.message) for record in notification_manager.records[start:]]
+    assert told == ["Saved prediction.nii.gz"]  # the file's name: the path would be cut
+    assert toast_text(told[0]) == told[0]
     back = read_volume(written[0], labels=True)
     np.testing.assert_array_equal(back.array, prediction.data)
     np.testing.assert_allclose(back.affine, image.metadata["kdseg"]["affine"])
@@ -222,7 +294,7 @@ def test_bad_models_are_explained_in_the_panel_and_notified_in_short(
     qtbot: Any, panel_in_viewer: tuple[Any, SegmentationPanel], tmp_path: Path
 ) -> None:
     viewer, panel = panel_in_viewer
-    start = len(notification_manager.records)
+    first = start = len(notification_manager.records)
     assert not panel.segment_problem_label.isVisible()
 
     panel.model_combo.setCurrentIndex(0)  # broken.onnx: refused before any thread starts
@@ -230,7 +302,7 @@ def test_bad_models_are_explained_in_the_panel_and_notified_in_short(
     assert panel.segment_button.isEnabled()
     assert_shown_whole(panel.segment_problem_label, "Cannot segment: ", "broken.onnx")
     # napari's notification shows one line: it says where the whole reason is
-    assert errors_since(start) == ["Cannot segment: the reason is in the Segmentation panel."]
+    assert errors_since(start) == ["Cannot segment: see the panel"]
 
     # A card that disagrees with its graph passes the listing; loading it fails in the worker.
     mismatched = threshold_onnx(tmp_path / "mismatched.onnx", size=TOY_SIZE, card_size=48)
@@ -239,7 +311,7 @@ def test_bad_models_are_explained_in_the_panel_and_notified_in_short(
     start = len(notification_manager.records)
     segment_and_wait(qtbot, panel)
     assert_shown_whole(panel.segment_problem_label, "Segmentation failed: ", "mismatched.onnx")
-    assert errors_since(start) == ["Segmentation failed: the reason is in the Segmentation panel."]
+    assert errors_since(start) == ["Segmentation failed: see the panel"]
     assert panel.timing_label.text() == "", "no 'Segmenting…' left beside the failure"
     assert PREDICTION not in viewer.layers
     assert panel.segment_button.isEnabled(), "the button comes back after a failure"
@@ -259,11 +331,15 @@ def test_bad_models_are_explained_in_the_panel_and_notified_in_short(
         panel.compare_problem_label,
         "Cannot compare: ground truth and prediction are the same layer",
     )
-    assert errors_since(start) == ["Cannot compare: the reason is in the Segmentation panel."]
+    assert errors_since(start) == ["Cannot compare: see the panel"]
     not_a_folder = tmp_path / "a file"
     not_a_folder.write_text("")
     assert panel.save_prediction(not_a_folder / "mask.nii.gz") == []
     assert_shown_whole(panel.compare_problem_label, "Cannot save the prediction: ")
+    # every notification is one short line, which napari's toast shows whole
+    notified = errors_since(first)
+    assert notified[-1] == "Cannot save the prediction: see the panel"
+    assert [toast_text(message) for message in notified] == notified
 
 
 def test_viewer_stays_responsive_while_segmenting(
@@ -338,6 +414,7 @@ def test_a_model_of_the_phantom_alone_warns_on_a_real_scan_only(
     warning = (
         "This model was trained only on synthetic scans; its output on a real scan is not reliable."
     )
+    toast = "Not reliable on a real scan: see the panel"
 
     def warnings_since(start: int) -> list[str]:
         return [
@@ -356,8 +433,10 @@ def test_a_model_of_the_phantom_alone_warns_on_a_real_scan_only(
     real = next(layer.name for layer in viewer.layers if layer.name.startswith("Case00"))
     panel.image_combo.setCurrentText(real)
     segment_and_wait(qtbot, panel)
-    assert warning in panel.timing_label.text()
-    assert warnings_since(start) == [warning]
+    assert warning in panel.timing_label.text()  # whole in the panel
+    assert warnings_since(start) == [toast]  # in a few words that napari's toast shows whole
+    assert toast_text(toast) == toast
+    assert toast_text(warning) != warning, "napari's toast cuts the whole warning"
 
 
 def test_the_verdict_and_the_least_certain_slices_are_shown(

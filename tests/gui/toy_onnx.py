@@ -46,6 +46,7 @@ def threshold_onnx(
     heavy_channels: int = 0,
     card_size: int | None = None,
     training_data: list[dict] | None = None,
+    card_sections: dict | None = None,
 ) -> Path:
     """A thresholding stand-in for a trained student, so the panel mechanics are tested
     without TensorFlow.
@@ -60,7 +61,9 @@ def threshold_onnx(
     1e-6 and added to the prostate logit: it leaves the prediction alone and makes inference
     cost about as much as a real student, for the responsiveness test. ``card_size`` writes
     another grid size into the card than the graph has: a broken export. ``training_data``
-    goes into the card as training writes it (where each site's scans came from).
+    goes into the card as training writes it (where each site's scans came from);
+    ``card_sections`` replace or add sections of the card (a student's architecture and
+    teacher, say).
     """
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, 3])
     logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", size, size, 2])
@@ -111,6 +114,7 @@ def threshold_onnx(
     card = toy_card(card_size or size, architecture)
     if training_data is not None:
         card["training_data"] = training_data
+    card |= card_sections or {}
     helper.set_model_props(model, {CARD_METADATA_KEY: json.dumps(card)})
     onnx.checker.check_model(model)
     onnx.save(model, path)

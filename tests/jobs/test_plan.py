@@ -257,7 +257,7 @@ def test_taps_and_unlabelled_scans_are_validated(phantom: Path, tmp_path: Path) 
     checked = validate(without_kmm, dataset)
     assert checked.ok
     notes = " | ".join(checked.notes)
-    assert "trained on real prostate MRI by its authors; MIT licence" in notes
+    assert "a published prostate model trained on real MRI by its authors (licence: MIT)" in notes
     assert "lavlab-taps 1.1.2" in notes
     assert "one student is distilled on every site but C and the unlabelled scans" in notes
     in_run = dataclasses.replace(without_kmm, teacher="unetpp")

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from napari_kdseg.jobs.progress import LosoProgress, cell_label, format_seconds
+from napari_kdseg.jobs.progress import (
+    ExportedModel,
+    LosoProgress,
+    cell_label,
+    distilled_words,
+    format_seconds,
+    paper_cell_label,
+)
 
 TEACHER = {"target": "C", "model": "unetpp", "variant": "teacher", "teacher": None}
 ALONE = {"target": "C", "model": "enet", "variant": "w/o", "teacher": None}
 DISTILLED = {"target": "C", "model": "enet", "variant": "+AAM + KMM + LM", "teacher": "unetpp"}
+#: The paper's names and file paths, which the panel keeps for tooltips and the raw log.
+PAPERS_NAMES_OR_PATHS = re.compile(r"\b(LM|KMM|AAM)\b|\bw/|\.onnx|\.md\b|/lib/|/run/")
 
 
 def _train(progress: LosoProgress, number: int, cell: dict, loss: float, dice: float) -> None:
@@ -51,12 +62,29 @@ def test_a_whole_run() -> None:
     for number, cell in enumerate((TEACHER, ALONE, DISTILLED), start=1):
         _train(progress, number, cell, loss=1.0 / number, dice=0.2 * number)
     progress.apply("report", {"time": 1.0, "table": "/run/table2.md"})
-    progress.apply("exported", {"path": "/lib/enet-unseen-C.onnx", "model": "enet"})
+    assert progress.stage_details == "report: /run/table2.md"
+    for cell, name in (
+        (ALONE, "enet-unseen-C"),
+        (DISTILLED, "enet-from-unetpp-AAM-KMM-LM-unseen-C"),
+    ):
+        progress.apply("exported", {"path": f"/lib/{name}.onnx", "skipped": False, **cell})
     progress.apply("future_event", {"anything": 1})
 
     assert progress.fraction == 1.0
     assert progress.report == {"table": "/run/table2.md"}
-    assert progress.exported == ["/lib/enet-unseen-C.onnx"]
+    assert progress.exported == [
+        ExportedModel("/lib/enet-unseen-C.onnx", "ENet alone, unseen site C"),
+        ExportedModel(
+            "/lib/enet-from-unetpp-AAM-KMM-LM-unseen-C.onnx",
+            "ENet distilled from UNet++ (all three ways), unseen site C",
+        ),
+    ]
+    assert progress.stage == (
+        "saved for segmentation: ENet distilled from UNet++ (all three ways), unseen site C"
+    )
+    assert progress.stage_details == (
+        "ENet w/ +AAM + KMM + LM, teacher UNet++: /lib/enet-from-unetpp-AAM-KMM-LM-unseen-C.onnx"
+    )
     assert [curve.label for curve in progress.curves] == ["UNet++", "ENet alone", "ENet distilled"]
     assert progress.curves[1].loss_steps == [4, 8]
     assert progress.curves[2].dice_epochs == [1, 2]
@@ -64,8 +92,39 @@ def test_a_whole_run() -> None:
     assert rows == [
         ("UNet++", "teacher", "0.200 ± 0.010"),
         ("ENet", "alone", "0.400 ± 0.010"),
-        ("ENet", "distilled (AAM + KMM + LM)", "0.600 ± 0.010"),
+        ("ENet", "distilled (all three ways)", "0.600 ± 0.010"),
     ]
+    assert [s.paper_variant for s in progress.scores] == ["teacher", "w/o", "w/ +AAM + KMM + LM"]
+
+
+def test_what_the_panel_shows_is_in_words_and_the_papers_names_are_in_the_details() -> None:
+    """The stage line and the log's sentences of a whole run carry neither the paper's names
+    nor file paths; the stage's details (a tooltip) name the paper's variant and the file."""
+    progress = LosoProgress()
+    shown: list[str] = []
+    details: list[str] = []
+    events = [("cell", {"number": 1, "cells": 1, **DISTILLED})]
+    events += [("start", {"epochs": 1, "steps_per_epoch": 2, "initial_epoch": 0})]
+    events += [("step", {"epoch": 1, "step": 2, "steps": 2, "loss": 0.5})]
+    events += [("epoch", {"epoch": 1, "epochs": 1, "val_dice": 0.5}), ("done", {})]
+    events += [("cell_done", {"mean": 0.5, "std": 0.1, "n": 2})]
+    events += [("report", {"table": "/run/table2.md"})]
+    path = "/lib/enet-from-unetpp-AAM-KMM-LM-unseen-C.onnx"
+    events += [("exported", {"path": path, **DISTILLED})]
+    for name, fields in events:
+        sentence = progress.apply(name, fields)
+        shown += [progress.stage, *([sentence] if sentence else [])]
+        details.append(progress.stage_details)
+    shown += [score.variant_text for score in progress.scores]
+    shown += [saved.label for saved in progress.exported]
+
+    assert [text for text in shown if PAPERS_NAMES_OR_PATHS.search(text)] == []
+    assert sentence == (  # the exported event's
+        "Saved ENet distilled from UNet++ (all three ways), unseen site C to the model "
+        "library; the Segmentation panel lists it."
+    )
+    assert details[0] == "ENet w/ +AAM + KMM + LM, teacher UNet++, target site C"
+    assert details[-1].endswith(f": {path}")
 
 
 def test_a_resumed_training_starts_part_way() -> None:
@@ -86,7 +145,22 @@ def test_an_empty_prediction_has_no_dice_mean() -> None:
 
 
 def test_labels_and_durations() -> None:
-    assert cell_label(DISTILLED) == "ENet distilled from UNet++ (AAM + KMM + LM)"
+    assert cell_label(DISTILLED) == "ENet distilled from UNet++ (all three ways)"
+    assert cell_label(TEACHER) == "UNet++ (teacher)"
+    assert cell_label(ALONE) == "ENet alone"
+    assert paper_cell_label(DISTILLED) == "ENet w/ +AAM + KMM + LM, teacher UNet++"
+    assert paper_cell_label(ALONE) == "ENet w/o"
+    from_taps = {"model": "enet", "variant": "teacher labels +AAM + LM", "teacher": "taps"}
+    assert cell_label(from_taps) == (
+        "ENet distilled from TAPS (learning its masks, matching its predictions and pixel "
+        "neighbours)"
+    )
+    # the setup's words for what the student matched, in the setup's order
+    assert distilled_words("+KMM + LM + AAM") == "all three ways"
+    assert distilled_words("+AAM + LM") == "matching its predictions and pixel neighbours"
+    assert distilled_words("+KMM") == "matching its inner features"
+    assert distilled_words("teacher labels") == "learning its masks"
+    assert distilled_words("+NEW + LM") == "matching its predictions and NEW"  # no words: its name
     assert format_seconds(None) == "–"
     assert format_seconds(42.4) == "42 s"
     assert format_seconds(200) == "3 min 20 s"
@@ -109,9 +183,17 @@ def test_a_single_training_without_cells() -> None:
     progress.apply("epoch", {"epoch": 2, "epochs": 2, "val_dice": 0.5})
     progress.apply("done", {"best_val_dice": 0.5})
     assert progress.fraction == 1.0
-    assert progress.stage == "training done; exporting the student"
-    progress.apply("exported", {"path": "/library/enet-from-taps.onnx"})
-    assert progress.exported == ["/library/enet-from-taps.onnx"]
+    assert progress.stage == "training done; saving the student for segmentation"
+    # kdseg distill's event: no target, the teacher by its spec
+    exported = {"path": "/library/enet-from-taps.onnx", "model": "enet", "variant": "+AAM + LM"}
+    sentence = progress.apply("exported", {**exported, "teacher": "taps"})
+    label = "ENet distilled from TAPS (matching its predictions and pixel neighbours)"
+    assert progress.exported == [ExportedModel("/library/enet-from-taps.onnx", label)]
+    assert sentence == f"Saved {label} to the model library; the Segmentation panel lists it."
+    # an event that does not say what it saved: the file's name
+    progress.apply("exported", {"path": "/library/student.onnx"})
+    assert progress.exported[-1].label == "student.onnx"
+    assert progress.stage_details == "/library/student.onnx"
     assert progress.curves[0].dices == [0.5]
 
 
