@@ -258,7 +258,6 @@ def test_taps_and_unlabelled_scans_are_validated(phantom: Path, tmp_path: Path) 
     assert checked.ok
     notes = " | ".join(checked.notes)
     assert "a published prostate model trained on real MRI by its authors (licence: MIT)" in notes
-    assert "lavlab-taps 1.1.2" in notes
     assert "one student is distilled on every site but C and the unlabelled scans" in notes
     in_run = dataclasses.replace(without_kmm, teacher="unetpp")
     assert "scans without masks need a ready teacher" in " ".join(validate(in_run, dataset).errors)
