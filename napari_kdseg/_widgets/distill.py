@@ -404,8 +404,20 @@ class DistillationPanel(QWidget):
         )
         form.addRow("Matching predictions", self.logits_direction_combo)
 
+        self.distil_unlabelled_only_check = QCheckBox(
+            "Teach only the scans without masks (where the teacher is the only guide)"
+        )
+        self.distil_unlabelled_only_check.setToolTip(
+            "--distil-on unlabelled: the ways of learning from the teacher checked above apply "
+            "to the scans without a mask only; the scans with one learn from their own mask "
+            "alone. For a teacher that is good on those scans and not on the others (TAPS on "
+            "real scans beside synthetic ones)"
+        )
+        self.distil_unlabelled_only_check.toggled.connect(self._update_plan)
+        form.addRow(self.distil_unlabelled_only_check)
+
         self.distill_only_label = QLabel(
-            "These two need a ready teacher: TAPS, or a trained teacher file with scans "
+            "These three need a ready teacher: TAPS, or a trained teacher file with scans "
             "without masks."
         )
         self.distill_only_label.setWordWrap(True)
@@ -721,6 +733,7 @@ class DistillationPanel(QWidget):
             settings,
             teacher_labels=self.teacher_labels_check.isChecked(),
             logits_direction=self.logits_direction_combo.currentData(),
+            distil_unlabelled_only=self.distil_unlabelled_only_check.isChecked(),
         )
 
     def _update_plan(self, *_: Any) -> None:
@@ -736,7 +749,11 @@ class DistillationPanel(QWidget):
         if not self._ready:
             return
         settings = self.settings()
-        for widget in (self.teacher_labels_check, self.logits_direction_combo):
+        for widget in (
+            self.teacher_labels_check,
+            self.logits_direction_combo,
+            self.distil_unlabelled_only_check,
+        ):
             widget.setEnabled(settings.single_student)
         self.distill_only_label.setVisible(not settings.single_student)
         checked = validate(settings, self.dataset)

@@ -125,9 +125,10 @@ class DistillationSettings:
     of ``--lambdas``), ``None`` for the preset's; ``losses`` defaults to the paper's terms.
 
     ``pixel_mm``, ``intensity`` and ``augment`` are ``--pixel-mm``, ``--intensity`` and
-    ``--augment`` (``None``: the command's default, as the paper). ``teacher_labels`` and
-    ``logits_direction`` (``--teacher-labels``, ``--logits-direction``) exist for the one
-    ``kdseg distill`` of a run from TAPS or with scans without masks only.
+    ``--augment`` (``None``: the command's default, as the paper). ``teacher_labels``,
+    ``logits_direction`` and ``distil_unlabelled_only`` (``--teacher-labels``,
+    ``--logits-direction``, ``--distil-on unlabelled``) exist for the one ``kdseg distill`` of
+    a run from TAPS or with scans without masks only.
     """
 
     dataset: Path
@@ -153,6 +154,7 @@ class DistillationSettings:
     augment: str | None = None
     teacher_labels: bool = False
     logits_direction: str | None = None
+    distil_unlabelled_only: bool = False
 
     @property
     def preset_values(self) -> PresetValues:
@@ -245,6 +247,8 @@ def distill_argv(settings: DistillationSettings) -> list[str]:
         argv += ["--unlabelled", *(str(folder) for folder in settings.unlabelled)]
     if settings.teacher_labels:
         argv.append("--teacher-labels")
+    if settings.distil_unlabelled_only:
+        argv += ["--distil-on", "unlabelled"]
     if settings.precompute_teacher:
         argv.append("--precompute-teacher")
     # --losses takes one or more; with none, the teacher's masks alone train (and there is
@@ -538,18 +542,24 @@ def _single_student_errors(settings: DistillationSettings) -> list[str]:
                 "switch on a way of learning from the teacher, or learning from the teacher's "
                 "masks (under Advanced)"
             )
+        if not settings.losses and settings.distil_unlabelled_only:
+            errors.append(
+                "teaching only the scans without masks needs a way of learning from the "
+                "teacher switched on"
+            )
     else:
         only_distill = [
             words
             for given, words in (
                 (settings.teacher_labels, "learning from the teacher's masks"),
                 (settings.logits_direction is not None, "the direction of prediction matching"),
+                (settings.distil_unlabelled_only, "teaching only the scans without masks"),
             )
             if given
         ]
         if only_distill:
             errors.append(
-                f"{' and '.join(only_distill)} need a ready teacher (TAPS, or a trained teacher "
+                f"{_in_words(only_distill)} need a ready teacher (TAPS, or a trained teacher "
                 "file with scans without masks): a teacher trained in this run sees scans with "
                 "masks only"
             )
@@ -562,6 +572,11 @@ def _single_student_errors(settings: DistillationSettings) -> list[str]:
             f"{', '.join(terms.LOGITS_DIRECTIONS)}"
         )
     return errors
+
+
+def _in_words(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]]))
 
 
 def _teacher_labels_notes(settings: DistillationSettings) -> list[str]:

@@ -278,6 +278,7 @@ def test_the_labels_speak_plainly_and_the_tooltips_keep_the_papers_terms(
         panel.augment_combo: "--augment",
         panel.teacher_labels_check: "--teacher-labels",
         panel.logits_direction_combo: "--logits-direction",
+        panel.distil_unlabelled_only_check: "--distil-on",
     }
     for widget, option in advanced.items():
         assert widget.toolTip().startswith(option)
@@ -300,6 +301,7 @@ def test_the_advanced_options_are_folded_away_and_reach_the_command(
     panel.augment_combo.setCurrentIndex(panel.augment_combo.findData("scanner-shift"))
     assert not panel.teacher_labels_check.isEnabled()
     assert not panel.logits_direction_combo.isEnabled()
+    assert not panel.distil_unlabelled_only_check.isEnabled()
     assert panel.distill_only_label.isVisibleTo(panel)
     argv = job_argv(panel.settings())
     assert argv[3] == "loso"
@@ -320,9 +322,11 @@ def test_the_advanced_options_are_folded_away_and_reach_the_command(
     panel.teacher_labels_check.setChecked(True)
     hinton = panel.logits_direction_combo.findData("hinton")
     panel.logits_direction_combo.setCurrentIndex(hinton)
+    panel.distil_unlabelled_only_check.setChecked(True)
     argv = job_argv(panel.settings())
     assert argv[3] == "distill"
     assert "--teacher-labels" in argv
+    assert argv[argv.index("--distil-on") + 1] == "unlabelled"
     assert argv[argv.index("--logits-direction") + 1] == "hinton"
     assert argv[argv.index("--pixel-mm") + 1] == "0.8"
     assert argv[argv.index("--intensity") + 1] == "local"

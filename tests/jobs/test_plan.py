@@ -406,6 +406,7 @@ def test_the_advanced_options_of_one_distill_job_reach_its_command(tmp_path: Pat
         unlabelled=(tmp_path / "dicom",),
         teacher_labels=True,
         logits_direction="hinton",
+        distil_unlabelled_only=True,
         pixel_mm=1.0,
         intensity="local",
         augment="scanner-shift",
@@ -413,6 +414,7 @@ def test_the_advanced_options_of_one_distill_job_reach_its_command(tmp_path: Pat
     args = _parse(job_argv(settings))
     assert args.command == "distill"
     assert args.teacher_labels
+    assert args.distil_on == "unlabelled"
     assert not args.precompute_teacher  # TAPS always runs ahead
     assert args.logits_direction == "hinton"
     assert (args.pixel_mm, args.intensity, args.augment) == (1.0, "local", "scanner-shift")
@@ -443,11 +445,14 @@ def test_the_options_of_one_distill_job_are_refused_on_the_grid_and_checked(
         settings = _settings(tmp_path / "run", dataset=phantom, target="C", **changes)
         return validate(settings, dataset).errors
 
-    grid_errors = errors(teacher_labels=True, logits_direction="hinton")
+    grid_errors = errors(
+        teacher_labels=True, logits_direction="hinton", distil_unlabelled_only=True
+    )
     assert grid_errors == [
-        "learning from the teacher's masks and the direction of prediction matching need a "
-        "ready teacher (TAPS, or a trained teacher file with scans without masks): a teacher "
-        "trained in this run sees scans with masks only"
+        "learning from the teacher's masks, the direction of prediction matching and "
+        "teaching only the scans without masks need a ready teacher (TAPS, or a trained "
+        "teacher file with scans without masks): a teacher trained in this run sees scans "
+        "with masks only"
     ]
     single = {"teacher_file": teacher_file, "unlabelled": (folder,)}
     assert errors(**single) == []
@@ -466,6 +471,9 @@ def test_the_options_of_one_distill_job_are_refused_on_the_grid_and_checked(
     assert errors(**single, losses=()) == [
         "switch on a way of learning from the teacher, or learning from the teacher's masks "
         "(under Advanced)"
+    ]
+    assert errors(**masks_only, distil_unlabelled_only=True) == [
+        "teaching only the scans without masks needs a way of learning from the teacher switched on"
     ]
     assert errors(pixel_mm=0.0, intensity="coil", augment="wild", **single) == [
         "the pixel size must be above 0 mm (got 0)",
@@ -509,6 +517,7 @@ def settings_accepted(dataset, sites, config, teacher, out, options, precompute=
         "precompute": precompute,
         "teacher_labels": config.distillation.teacher_labels,
         "logits_direction": config.distillation.logits_direction,
+        "distil_on": config.distillation.distil_on,
         "losses": config.distillation.enabled,
         "pixel_mm": config.preprocess.pixel_mm,
         "intensity": config.preprocess.intensity,
@@ -538,6 +547,7 @@ def test_kdseg_distill_takes_the_advanced_options_as_the_plan_gives_them(
         losses=("affinity",),
         teacher_labels=True,
         logits_direction="hinton",
+        distil_unlabelled_only=True,
         pixel_mm=0.8,
         intensity="local",
         augment="scanner-shift",
@@ -556,6 +566,7 @@ def test_kdseg_distill_takes_the_advanced_options_as_the_plan_gives_them(
         "precompute": True,
         "teacher_labels": True,
         "logits_direction": "hinton",
+        "distil_on": "unlabelled",
         "losses": ["affinity"],
         "pixel_mm": 0.8,
         "intensity": "local",
