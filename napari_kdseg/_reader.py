@@ -29,7 +29,8 @@ manifest lists only the volume suffixes, so other files never bring this reader 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,12 +279,8 @@ def _read_voxels(
 
 def _header(path: Path) -> Header:
     """:func:`read_header` of a 3D volume file (or a 4D one holding a single volume)."""
-    try:
+    with _naming_the_file(path):
         header = read_header(path)
-    except KdsegDataError:
-        raise
-    except Exception as error:  # readers of damaged files raise many types
-        raise VolumeError(path, f"cannot be read ({type(error).__name__}: {error})") from error
     file_shape = tuple(reversed(header.shape[:3])) + tuple(header.shape[3:])
     shape = tuple(reversed(volume_shape(path, file_shape, None)))
     return Header(shape=shape, spacing=header.spacing, affine=header.affine)
@@ -300,8 +297,15 @@ def _check_grid(mask_path: Path, mask: Volume, image_path: Path, image: Volume) 
 
 def _read(path: Path, labels: bool = False) -> Volume:
     """:func:`read_volume`, with any unexpected failure turned into an error naming the file."""
-    try:
+    with _naming_the_file(path):
         return read_volume(path, labels=labels)
+
+
+@contextlib.contextmanager
+def _naming_the_file(path: Path) -> Iterator[None]:
+    """Turns any unexpected failure of reading ``path`` into an error naming the file."""
+    try:
+        yield
     except KdsegDataError:
         raise
     except Exception as error:  # readers of damaged files raise many types

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -197,9 +197,7 @@ class Calibration:
     def from_json(cls, data: Mapping[str, Any]) -> Calibration:
         if data.get("format") != CALIBRATION_FORMAT:
             raise ValueError(f"not a quality calibration (format {data.get('format')!r})")
-        known = {
-            "weights", "bias", "ok_below", "unreliable_from", "failure_dice", "fitted_on", "typical"
-        }  # fmt: skip
+        known = {item.name for item in fields(cls)} - {"extra"}
         return cls(
             weights={str(k): float(v) for k, v in data["weights"].items()},
             bias=float(data["bias"]),

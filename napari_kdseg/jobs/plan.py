@@ -559,7 +559,7 @@ def _single_student_errors(settings: DistillationSettings) -> list[str]:
         ]
         if only_distill:
             errors.append(
-                f"{_in_words(only_distill)} need a ready teacher (TAPS, or a trained teacher "
+                f"{in_words(only_distill)} need a ready teacher (TAPS, or a trained teacher "
                 "file with scans without masks): a teacher trained in this run sees scans with "
                 "masks only"
             )
@@ -574,7 +574,7 @@ def _single_student_errors(settings: DistillationSettings) -> list[str]:
     return errors
 
 
-def _in_words(items: list[str]) -> str:
+def in_words(items: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     return " and ".join(filter(None, [", ".join(items[:-1]), items[-1]]))
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from napari_kdseg.architectures import DISPLAY_NAMES
 from napari_kdseg.distillation import terms
-from napari_kdseg.jobs.plan import LOSS_WORDS
+from napari_kdseg.jobs.plan import LOSS_WORDS, in_words
 from napari_kdseg.teachers import TAPS
 
 #: Lines of TensorFlow, absl, XLA and CUDA start-up logging: glog's ``I0000 00:00:...`` prefix,
@@ -462,7 +462,7 @@ def distilled_words(variant: str) -> str:
     ]
     parts = ["learning its masks"] if labels.strip() == _TEACHER_LABELS else []
     if matched:
-        parts.append("matching its " + _and(matched))
+        parts.append("matching its " + in_words(matched))
     return ", ".join(parts)
 
 
@@ -505,11 +505,6 @@ def format_seconds(seconds: float | None) -> str:
     if minutes:
         return f"{minutes} min {secs:02d} s"
     return f"{secs} s"
-
-
-def _and(words: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _number(value: Any) -> float | None:
