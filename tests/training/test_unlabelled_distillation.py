@@ -5,6 +5,7 @@ teacher's maps from the batch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -427,15 +428,18 @@ def test_scans_without_masks_alone_validate_against_the_teacher(
 
 @pytest.mark.slow
 def test_distilling_on_the_scans_without_masks_alone_from_the_command_line(
-    phantom: Path, teacher_file: Path, tmp_path: Path
+    phantom: Path, teacher_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Site A's masks and site B's teacher masks train the segmentation loss; LM and AAM read
-    site B alone, and the card says so."""
+    site B alone, the teacher is asked about site B alone, and the card says so."""
     out = tmp_path / "out"
     args = ["distill", str(phantom), "--teacher", str(teacher_file), "--precompute-teacher"]
     args += ["--teacher-labels", "--losses", "logits", "affinity", "--distil-on", "unlabelled"]
     args += ["--size", str(SIZE), "--width", "0.125", "--epochs", "1", "--batch-size", "8"]
-    assert main([*args, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    assert main([*args, "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    maps = [e for e in events if e["event"] == "stage_done" and e["stage"] == "teacher maps"]
+    assert [(m["computed"], m["cached"]) for m in maps] == [(3, 0)]  # B's 3 scans, none of A's
     card = ModelCard.read_beside(out / "enet.keras")
     assert card.training["distillation"]["distil_on"] == "unlabelled"
     assert card.training["distillation"]["teacher_labels"] is True
