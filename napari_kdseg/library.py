@@ -104,6 +104,10 @@ class LibraryModel:
         lines.append(f"architecture {self.architecture}{width}")
         if card.teacher_model is not None:
             lines.append(f"teacher: {card.teacher_model.get('description', card.teacher)}")
+            # how the teacher taught, where the card says: its masks, which scans its losses read
+            for key, what in (("labels", "labels"), ("distillation_losses", "teacher's losses")):
+                if key in card.teacher_model:
+                    lines.append(f"{what}: {card.teacher_model[key]}")
         elif card.teacher is not None:
             lines.append(f"teacher: {card.teacher}")
         if card.losses:

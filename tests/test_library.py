@@ -156,6 +156,7 @@ def test_a_student_of_taps_on_real_scans_without_masks_says_whose_outlines_it_ma
             "kind": "taps",
             "description": "TAPS (lavlab-taps 1.1.2, ONNX)",
             "validation": "agreement (Dice) with the teacher's masks of held-out scans",
+            "distillation_losses": "applied only to the scans without a ground-truth mask",
         },
     }
     identity_onnx(tmp_path / "enet-from-taps.onnx", card)
@@ -166,6 +167,10 @@ def test_a_student_of_taps_on_real_scans_without_masks_says_whose_outlines_it_ma
     assert "agreed with the teacher's outlines at Dice 0.70" in model.summary()
     assert "teacher: TAPS (lavlab-taps 1.1.2, ONNX)" in model.details().splitlines()
     assert "real training sites prostate3t: 3 scans, 0 with masks" in model.details()
+    assert (
+        "teacher's losses: applied only to the scans without a ground-truth mask"
+        in model.details().splitlines()
+    )
 
 
 def test_missing_folder_lists_nothing(tmp_path: Path) -> None:
