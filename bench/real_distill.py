@@ -14,6 +14,10 @@ Three arms, the same seeds, the same scans (every real scan in ``../shared/data/
   unlabelled scans train in a mixed run; LM in Hinton's direction, since the paper's settled
   on background everywhere here (validation agreement 0.09 against 0.63, seed 0).
 
+With ``--phantom`` the phantom's labelled sites train beside the real scans, and the
+relation arms read the real scans alone (``--distil-on unlabelled``): TAPS finds no gland on
+most phantom sites. TAPS is then asked about the real scans only.
+
 The validation Dice each run chose its epoch by is agreement with TAPS on its held-out real
 scans (no scan has a mask), or with ``--phantom`` the Dice on the phantom's held-out labelled
 cases; ``promise12_case00`` is used for the score only. Every student is
