@@ -818,6 +818,9 @@ def test_taps_is_offered_with_its_provenance_and_plans_one_distill_job(
     assert "MIT licence" in panel.taps_label.toolTip()
     assert "Match the teacher's inner features" in panel.taps_label.text()
     assert not panel.loss_checks["kernel_matrix"].isChecked()
+    # real scans of every field of view: a fixed pixel size, which did best on them
+    assert panel.pixel_mm_spin.value() == 1.0
+    assert "fixed 1 mm per pixel" in panel.taps_label.text()
     unlabelled = tmp_path / "dicom"
     unlabelled.mkdir()
     panel.unlabelled_edit.setText(str(unlabelled))
@@ -836,11 +839,19 @@ def test_taps_is_offered_with_its_provenance_and_plans_one_distill_job(
     assert argv[argv.index("--teacher") + 1] == "taps"
     assert argv[argv.index("--unlabelled") + 1] == str(unlabelled)
     assert argv[argv.index("--exclude") + 1] == "C"
+    assert argv[argv.index("--pixel-mm") + 1] == "1"
     assert "kernel_matrix" not in argv
     # KMM switched back on is refused in words, and Start waits
     panel.loss_checks["kernel_matrix"].setChecked(True)
     assert not panel.start_button.isEnabled()
     assert "switch off “Match the teacher's inner features”" in panel.plan_label.text()
+    # leaving TAPS gives the whole slice back, as the paper; a size someone chose stays
+    combo.setCurrentIndex(combo.findData("unetpp"))
+    assert panel.pixel_mm_spin.value() == 0
+    panel.pixel_mm_spin.setValue(0.8)
+    combo.setCurrentIndex(index)
+    combo.setCurrentIndex(combo.findData("unetpp"))
+    assert panel.pixel_mm_spin.value() == 0.8
 
 
 @pytest.fixture
