@@ -104,8 +104,10 @@ def test_adapter_resizes_to_the_teacher_grid(rng: np.random.Generator) -> None:
     )
     expected = ops.convert_to_numpy(ops.image.resize(projected, (16, 16), interpolation="bilinear"))
     np.testing.assert_allclose(adapted, expected, atol=1e-5)
+    # float32 against float64: the loss is a small mean of differences between near-equal
+    # kernel entries, so its relative error runs to a few 1e-5 for some projections
     assert as_float(value) == pytest.approx(
-        reference.kernel_matrix_loss(adapted, teacher), rel=1e-5
+        reference.kernel_matrix_loss(adapted, teacher), rel=1e-4
     )
 
 
