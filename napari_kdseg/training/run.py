@@ -26,7 +26,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import numpy.typing as npt
 
 from napari_kdseg import __version__
 from napari_kdseg.card import CLASS_NAMES, ModelCard, ModelFileError
@@ -515,10 +514,14 @@ class _Run:
         maps = TeacherMapCache.beside(cache)
         started = time.perf_counter()
         read_on_masked = self._maps_read_where_masked()
-        asked = [[c for c in prepared if read_on_masked or c.label is None] for prepared in groups]
-        total, before = sum(len(prepared) for prepared in asked), 0
+
+        def asked(case: PreparedCase) -> bool:
+            return read_on_masked or case.label is None
+
+        total, before = sum(asked(case) for group in groups for case in group), 0
         result = []
-        for prepared, group in zip(asked, groups, strict=True):
+        for group in groups:
+            prepared = [case for case in group if asked(case)]
             cases = [_source_case(self.dataset, case) for case in prepared]
 
             # A scan takes TAPS half a minute: say which one is done, so nobody waits blind.
@@ -539,7 +542,7 @@ class _Run:
             # A map nothing reads stands in as the scan's own mask: it only has the right shape.
             result.append(
                 [
-                    next(computed) if read_on_masked or case.label is None else _mask_map(case)
+                    next(computed) if asked(case) else np.asarray(case.label, dtype=np.float32)
                     for case in group
                 ]
             )
@@ -647,11 +650,6 @@ def _how_the_teacher_taught(config: TrainConfig, validated_by_teacher: bool) -> 
             "agreement (Dice) with the teacher's masks of held-out scans: no scan had a mask"
         )
     return details
-
-
-def _mask_map(case: PreparedCase) -> npt.NDArray[np.float32]:
-    assert case.label is not None
-    return np.asarray(case.label, dtype=np.float32)
 
 
 def _source_case(dataset: Dataset, prepared: PreparedCase) -> Case:
