@@ -20,38 +20,46 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import cache
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
+from real_distill import TEST_SCAN, TEST_TRUTH  # the same test scan, beside this script
 from scipy.stats import spearmanr
 
 from napari_kdseg.data.datasets import Dataset, discover, split_cases
 from napari_kdseg.data.io import read_volume
+from napari_kdseg.data.volume import Volume
 from napari_kdseg.evaluation.metrics import dice
 from napari_kdseg.inference.model import SegmentationModel
 from napari_kdseg.inference.onnx_runtime import load_onnx
 from napari_kdseg.inference.segment import segment
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-TEST_SCAN = REAL / "promise12_case00" / "Case00.nii.gz"
-TEST_TRUTH = REAL / "promise12_case00" / "Case00_segmentation.nii.gz"
 #: The phantom's sites that simulate an endorectal coil, as the test scan has.
 COIL_SITES = ("B", "E", "F")
 OTHER_SITES = ("A", "C", "D")
+
+
+@cache
+def held_out(
+    phantom: Dataset, site: str, fraction: float, seed: int
+) -> list[tuple[Volume, npt.NDArray[np.bool_]]]:
+    """The scans and masks of ``site`` that a run with ``fraction`` and ``seed`` held out,
+    read once for all the students that share the split."""
+    _, held = split_cases(phantom.cases([site]), fraction, seed)
+    return [(read_volume(c.image), read_volume(c.label, labels=True).array > 0) for c in held]
 
 
 def held_out_dice(
     model: SegmentationModel, phantom: Dataset, sites: tuple[str, ...], fraction: float, seed: int
 ) -> float:
     """Mean Dice over the cases of ``sites`` that the run with ``seed`` held out."""
-    scores = []
-    for site in sites:
-        _, held = split_cases(phantom.cases([site]), fraction, seed)
-        for case in held:
-            assert case.label is not None  # phantom.cases() lists labelled cases
-            mask = read_volume(case.label, labels=True).array > 0
-            labels = segment(read_volume(case.image), model, quality=False).labels
-            scores.append(dice(labels > 0, mask))
+    scores = [
+        dice(segment(scan, model, quality=False).labels > 0, mask)
+        for site in sites
+        for scan, mask in held_out(phantom, site, fraction, seed)
+    ]
     return float(np.mean(scores))
 
 
