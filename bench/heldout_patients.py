@@ -132,18 +132,21 @@ def main() -> None:
     print(f"recipe: {' '.join(RECIPE + options)}; Dice against TAPS's own mask\n")
     print("| held-out series | " + " | ".join(columns + seen) + " |")
     print("|---|" + "---|" * (len(columns) + len(seen)))
-    unseen: dict[str, list[float]] = defaultdict(list)
+    # arm -> (seed, series) agreement, seeds as rows for the paired bootstrap
+    unseen: dict[str, np.ndarray] = {
+        arm: np.zeros((len(args.seeds), len(series))) for arm in args.arms
+    }
     case00: dict[str, list[float]] = defaultdict(list)
     validation: dict[str, list[float]] = defaultdict(list)
     compared = []
-    for name, scan, reference in series:
+    for column, (name, scan, reference) in enumerate(series):
         patient = patient_of(name)
         cells = []
         for arm in args.arms:
-            for seed in args.seeds:
+            for row, seed in enumerate(args.seeds):
                 model_path = train_fold(args.out, patient, args.phantom, arm, seed, options)
                 score = agreement(model_path, scan, reference, args.threads)
-                unseen[arm].append(score)
+                unseen[arm][row, column] = score
                 cells.append(f"{score:.3f}")
         if args.compare:
             compared.append(agreement(args.compare, scan, reference, args.threads))
@@ -160,23 +163,26 @@ def main() -> None:
                 case00[arm].append(dice(segment(test_scan, model, quality=False).labels > 0, truth))
                 validation[arm].append(ModelCard.read_beside(run / "enet.keras").best_val_dice)
 
-    print(f"\nover {len(series)} held-out series ({len(columns)} student(s) each):")
+    print(f"\nover {len(series)} held-out series and {len(args.seeds)} seed(s):")
     for arm in args.arms:
-        mean, std = mean_and_std(unseen[arm])
-        low, high = min(unseen[arm]), max(unseen[arm])
-        print(f"- {arm}: agreement with TAPS {mean:.3f} +- {std:.3f} (range {low:.3f}-{high:.3f})")
+        per_seed = ", ".join(f"{m:.3f}" for m in unseen[arm].mean(axis=1))
+        low, high = unseen[arm].min(), unseen[arm].max()
+        print(
+            f"- {arm}: agreement with TAPS {unseen[arm].mean():.3f} (per seed {per_seed}; "
+            f"series {low:.3f}-{high:.3f})"
+        )
     if args.compare:
         mean, std = mean_and_std(compared)
-        print(f"- trained on every scan: {mean:.3f} +- {std:.3f} (the same series, seen)")
+        print(f"- trained on every scan: {mean:.3f} +- {std:.3f} over the same series, seen")
     for arm in args.arms:
         if arm != BASELINE and BASELINE in args.arms:
-            gain = paired_gain(np.array(unseen[arm])[:, None], np.array(unseen[BASELINE])[:, None])
+            gain = paired_gain(unseen[arm], unseen[BASELINE])
             print(f"- {arm} - {BASELINE}, paired by series and seed: {gain.sentence()}")
     print("\neach fold's student on Case00 (ground truth) and its validation Dice (phantom):")
     for arm in args.arms:
         mean, std = mean_and_std(case00[arm])
         print(
-            f"- {arm}: Case00 {mean:.3f} +- {std:.3f} over {len(case00[arm])} folds; "
+            f"- {arm}: Case00 {mean:.3f} +- {std:.3f} over {len(case00[arm])} students; "
             f"validation {np.mean(validation[arm]):.3f}"
         )
 
