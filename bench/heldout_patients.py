@@ -28,6 +28,7 @@ import argparse
 import subprocess
 import time
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,16 @@ from real_distill import (  # the same arms, test scan and command line, beside 
     TEST_SCAN,
     TEST_TRUTH,
     _folder_name,
+    arm_options,
 )
 from taps_fidelity import on_grid, reference_scans
 
 from napari_kdseg.card import ModelCard
 from napari_kdseg.data.io import read_volume
+from napari_kdseg.data.volume import Volume
 from napari_kdseg.evaluation.metrics import dice
 from napari_kdseg.experiments.statistics import mean_and_std, paired_gain
+from napari_kdseg.inference.model import SegmentationModel
 from napari_kdseg.inference.onnx_runtime import load_onnx
 from napari_kdseg.inference.segment import segment
 
@@ -78,11 +82,10 @@ def fold_data(out: Path, patient: str) -> list[Path]:
 def train_fold(out: Path, patient: str, phantom: Path, arm: str, seed: int) -> Path:
     """Train one fold's student unless it is there; its exported ONNX model."""
     run = out / patient / _folder_name(arm) / f"seed{seed}"
-    arm_options = ARMS[arm] if arm == BASELINE else [*ARMS[arm], "--distil-on", "unlabelled"]
     if not (run / "enet.keras").is_file():
         line = [
             str(KDSEG), "distill", str(phantom), "--unlabelled", *map(str, fold_data(out, patient)),
-            "--teacher", "taps", *RECIPE, *arm_options,
+            "--teacher", "taps", *RECIPE, *arm_options(arm, beside_phantom=True),
             "--seed", str(seed), "--out", str(run),
         ]  # fmt: skip
         print("$ " + " ".join(line[1:]), flush=True)
@@ -99,11 +102,15 @@ def train_fold(out: Path, patient: str, phantom: Path, arm: str, seed: int) -> P
     return onnx_path
 
 
-def agreement(model_path: Path, scan: Path, reference: Path, threads: int) -> float:
-    """Dice of the model's mask of ``scan`` against TAPS's own mask of it."""
-    volume = read_volume(scan)
-    model = load_onnx(model_path, threads=threads, providers=["CPUExecutionProvider"])
-    return dice(segment(volume, model, quality=False).labels > 0, on_grid(reference, volume))
+@cache
+def student(model_path: Path, threads: int) -> SegmentationModel:
+    """An exported student, loaded once for the series and Case00 it reads."""
+    return load_onnx(model_path, threads=threads, providers=["CPUExecutionProvider"])
+
+
+def mask_dice(model_path: Path, volume: Volume, truth: np.ndarray, threads: int) -> float:
+    """Dice of the student's mask of ``volume`` against ``truth`` (on its grid)."""
+    return dice(segment(volume, student(model_path, threads), quality=False).labels > 0, truth)
 
 
 def main() -> None:
@@ -135,15 +142,17 @@ def main() -> None:
     compared = []
     for column, (name, scan, reference) in enumerate(series):
         patient = patient_of(name)
+        volume = read_volume(scan)
+        taps_mask = on_grid(reference, volume)
         cells = []
         for arm in args.arms:
             for row, seed in enumerate(args.seeds):
                 model_path = train_fold(args.out, patient, args.phantom, arm, seed)
-                score = agreement(model_path, scan, reference, args.threads)
+                score = mask_dice(model_path, volume, taps_mask, args.threads)
                 unseen[arm][row, column] = score
                 cells.append(f"{score:.3f}")
         if args.compare:
-            compared.append(agreement(args.compare, scan, reference, args.threads))
+            compared.append(mask_dice(args.compare, volume, taps_mask, args.threads))
             cells.append(f"{compared[-1]:.3f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
@@ -151,10 +160,7 @@ def main() -> None:
         for arm in args.arms:
             for seed in args.seeds:
                 run = args.out / patient / _folder_name(arm) / f"seed{seed}"
-                model = load_onnx(
-                    run / "enet.onnx", threads=args.threads, providers=["CPUExecutionProvider"]
-                )
-                case00[arm].append(dice(segment(test_scan, model, quality=False).labels > 0, truth))
+                case00[arm].append(mask_dice(run / "enet.onnx", test_scan, truth, args.threads))
                 validation[arm].append(ModelCard.read_beside(run / "enet.keras").best_val_dice)
 
     print(f"\nover {len(series)} held-out series and {len(args.seeds)} seed(s):")

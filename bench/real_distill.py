@@ -78,18 +78,23 @@ def training_data(phantom: Path | None) -> list[str]:
     return [str(phantom), "--unlabelled", *unlabelled]
 
 
+def arm_options(arm: str, beside_phantom: bool) -> list[str]:
+    """The ``kdseg distill`` options of ``arm``. Beside the phantom, the relation terms read
+    the real scans alone (``--distil-on unlabelled``): TAPS finds no gland on most phantom
+    sites, so its maps there would teach the student wrong."""
+    if beside_phantom and arm != BASELINE:
+        return [*ARMS[arm], "--distil-on", "unlabelled"]
+    return ARMS[arm]
+
+
 def command(
     arm: str, seed: int, out: Path, options: list[str], phantom: Path | None = None
 ) -> list[str]:
-    """The documented ``kdseg distill`` command line of one run. Beside the phantom, the
-    relation terms read the real scans alone (``--distil-on unlabelled``): TAPS finds no gland
-    on most phantom sites, so its maps there would teach the student wrong."""
-    arm_options = ARMS[arm]
-    if phantom is not None and arm != BASELINE:
-        arm_options = [*arm_options, "--distil-on", "unlabelled"]
+    """The documented ``kdseg distill`` command line of one run."""
     return [
         str(KDSEG), "distill", *training_data(phantom), "--teacher", "taps",
-        *RECIPE, *options, *arm_options, "--seed", str(seed), "--out", str(out),
+        *RECIPE, *options, *arm_options(arm, phantom is not None),
+        "--seed", str(seed), "--out", str(out),
     ]  # fmt: skip
 
 
